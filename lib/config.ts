@@ -1,0 +1,321 @@
+/**
+ * Configuration: defaults, the `"mccache"` section of ./package.json, MCCACHE_* environment
+ * variables and per-cache options, validated once by one zod schema.
+ *
+ * Precedence, lowest first: {@link DEFAULTS} < package.json < environment < getCache options.
+ */
+import { readFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
+import { join } from 'node:path';
+import { z } from 'zod';
+
+/** Callback context, fired when a recently read key is changed by another writer. */
+export interface CallbackContext {
+  /** `update`, `delete`, or `incoherent` (a pulse repaired the key). */
+  type: 'update' | 'delete' | 'incoherent';
+  /** The cache name. */
+  namespace: string;
+  key: string;
+  /** Wall-clock ms of the last local read. */
+  lkp: number;
+  /** HLC timestamp of the change. */
+  tsm: number;
+  /** Milliseconds between the last read and the change. */
+  elapsed: number;
+  /** crc before the change (undefined if the key was absent). */
+  prvcrc: string | undefined;
+  /** crc after the change (undefined if the key was deleted). */
+  newcrc: string | undefined;
+}
+
+/** The per-cache settings (seed names). */
+export interface CacheSettings {
+  /** Seconds an entry lives after its last write; 0 means forever. */
+  ttl: number;
+  /** Maximum number of entries. */
+  max: number;
+  /** Maximum bytes of encoded keys and values. */
+  size: number;
+  /** 1: every member holds every key. 0: members apply updates only for keys they already hold. */
+  mode: 0 | 1;
+  /** Seconds after a read during which a remote change fires `callback`. */
+  callbackWin: number;
+  /** Called when a key read within `callbackWin` is changed by another member. */
+  callback: ((ctx: CallbackContext) => void) | undefined;
+  /** Deep-freeze stored values, so that in-place mutation (which never replicates) throws. */
+  freeze: boolean;
+}
+
+/** The process-wide settings. */
+export interface ClusterSettings {
+  /** Cluster name; members of other clusters on the same group are ignored. */
+  cluster: string;
+  multicastIp: string;
+  multicastPort: number;
+  /** Interface address to join and send on. */
+  multicastIf: string;
+  multicastHops: number;
+  packetMtu: number;
+  /** Fernet keys; the first encrypts, all decrypt. Empty: no encryption. */
+  cryptoKeys: string[];
+  /** Seconds between anti-entropy pulses. */
+  pulse: number;
+  /** Seconds between housekeeper runs (expiry, timeouts). */
+  daemonSleep: number;
+  logFilename: string;
+  logFormat: string;
+  logLevel: 'error' | 'warn' | 'info' | 'debug' | 'silly';
+  /** Percentage of datagrams dropped on send and on receive, for testing. */
+  tantrum: number;
+}
+
+export type Settings = CacheSettings & ClusterSettings;
+
+/** Defaults, matching McCache for Python where it had the setting. */
+export const DEFAULTS: Readonly<Settings> = Object.freeze({
+  ttl: 3600,
+  max: 256,
+  size: 8 * 1024 * 1024,
+  mode: 1,
+  callbackWin: 5,
+  callback: undefined,
+  freeze: false,
+  cluster: 'mccache',
+  multicastIp: '224.0.0.3',
+  multicastPort: 4000,
+  multicastIf: '127.0.0.1',
+  multicastHops: 3,
+  packetMtu: 1472,
+  cryptoKeys: [] as string[],
+  pulse: 300,
+  daemonSleep: 1,
+  logFilename: './log/mccache.log',
+  logFormat: '',
+  logLevel: 'warn',
+  tantrum: 0,
+});
+
+/** Where each setting is read from: environment variable and package.json key. */
+const SOURCES: Record<keyof Settings, { env?: string; file?: string }> = {
+  ttl: { env: 'MCCACHE_CACHE_TTL', file: 'cache_ttl' },
+  max: { env: 'MCCACHE_CACHE_MAX', file: 'cache_max' },
+  size: { env: 'MCCACHE_CACHE_SIZE', file: 'cache_size' },
+  mode: { env: 'MCCACHE_CACHE_MODE', file: 'cache_mode' },
+  callbackWin: { env: 'MCCACHE_CALLBACK_WIN', file: 'callback_win' },
+  callback: {},
+  freeze: { env: 'MCCACHE_CACHE_FREEZE', file: 'cache_freeze' },
+  cluster: { env: 'MCCACHE_CLUSTER', file: 'cluster' },
+  multicastIp: { env: 'MCCACHE_MULTICAST_IP', file: 'multicast_ip' },
+  multicastPort: { env: 'MCCACHE_MULTICAST_PORT', file: 'multicast_port' },
+  multicastIf: { env: 'MCCACHE_MULTICAST_IF', file: 'multicast_if' },
+  multicastHops: { env: 'MCCACHE_MULTICAST_HOPS', file: 'multicast_hops' },
+  packetMtu: { env: 'MCCACHE_PACKET_MTU', file: 'packet_mtu' },
+  cryptoKeys: { env: 'MCCACHE_CRYPTO_KEY', file: 'crypto_key' },
+  pulse: { env: 'MCCACHE_CACHE_PULSE', file: 'cache_pulse' },
+  daemonSleep: { env: 'MCCACHE_DAEMON_SLEEP', file: 'daemon_sleep' },
+  logFilename: { env: 'MCCACHE_LOG_FILENAME', file: 'log_filename' },
+  logFormat: { env: 'MCCACHE_LOG_FORMAT', file: 'log_format' },
+  logLevel: { env: 'MCCACHE_LOG_LEVEL', file: 'log_level' },
+  tantrum: { env: 'TEST_MONKEY_TANTRUM', file: 'test_monkey_tantrum' },
+};
+
+/** Settings that a getCache option may override per cache. */
+export const CACHE_OPTION_NAMES = ['ttl', 'max', 'size', 'mode', 'callbackWin', 'callback', 'freeze'] as const;
+
+/** Options accepted by getCache. */
+export type CacheOptions = Partial<CacheSettings>;
+
+const FERNET_KEY = /^[A-Za-z0-9_-]{43}=$/;
+
+/** Numbers from text: env and package.json may give strings; "abc" and "" stay invalid. */
+function numberFrom(text: unknown): unknown {
+  if (typeof text === 'string' && text.trim() !== '' && Number.isFinite(Number(text))) return Number(text);
+  return text;
+}
+
+const wholeNumber = (min: number, max: number, what: string) =>
+  z.preprocess(
+    numberFrom,
+    z
+      .number({ error: `expected ${what}` })
+      .int({ error: `expected ${what}` })
+      .min(min, { error: `expected ${what} of at least ${min}` })
+      .max(max, { error: `expected ${what} of at most ${max}` }),
+  );
+
+const seconds = (what: string) =>
+  z.preprocess(
+    numberFrom,
+    z
+      .number({ error: `expected ${what}` })
+      .min(0, { error: `expected ${what} of at least 0` })
+      .max(10 * 365 * 86400, { error: `expected ${what} of at most ten years` }),
+  );
+
+function isMulticast(ip: string): boolean {
+  const first = Number(ip.split('.')[0]);
+  return isIPv4(ip) && first >= 224 && first <= 239;
+}
+
+/** The one schema for every setting. Values arrive as text or JSON values. */
+export const settingsSchema = z.object({
+  ttl: seconds('a number of seconds (0 for no expiry)'),
+  max: wholeNumber(1, 2 ** 26, 'a whole number of entries'),
+  size: wholeNumber(1, 2 ** 40, 'a whole number of bytes'),
+  mode: z.preprocess(numberFrom, z.union([z.literal(0), z.literal(1)], { error: 'expected 0 or 1' })),
+  callbackWin: seconds('a number of seconds'),
+  callback: z.custom<CacheSettings['callback']>((v) => v === undefined || typeof v === 'function', {
+    error: 'expected a function',
+  }),
+  freeze: z.preprocess(
+    (v) => (v === 'true' || v === '1' ? true : v === 'false' || v === '0' ? false : v),
+    z.boolean({ error: 'expected true or false' }),
+  ),
+  cluster: z
+    .string({ error: 'expected a cluster name' })
+    .min(1, { error: 'expected a non-empty cluster name' })
+    .max(64, { error: 'expected a cluster name of at most 64 characters' }),
+  multicastIp: z.string().refine(isMulticast, { error: 'expected an IPv4 multicast address (224.0.0.0-239.255.255.255)' }),
+  multicastPort: wholeNumber(1, 65535, 'a UDP port'),
+  multicastIf: z.string().refine((ip) => isIPv4(ip), { error: 'expected the IPv4 address of a local interface' }),
+  multicastHops: wholeNumber(1, 255, 'a hop count'),
+  packetMtu: wholeNumber(576, 65507, 'a packet size in bytes'),
+  cryptoKeys: z.preprocess(
+    (v) =>
+      typeof v === 'string'
+        ? v
+            .split(',')
+            .map((k) => k.trim())
+            .filter((k) => k !== '')
+        : v,
+    z.array(
+      z.string().regex(FERNET_KEY, {
+        error: 'expected Fernet keys: 32 bytes in url-safe base64 (44 characters), comma-separated',
+      }),
+    ),
+  ),
+  pulse: seconds('a number of seconds'),
+  daemonSleep: z.preprocess(
+    numberFrom,
+    z
+      .number({ error: 'expected a number of seconds' })
+      .min(0.001, { error: 'expected a number of seconds of at least 0.001' })
+      .max(3600, { error: 'expected a number of seconds of at most 3600' }),
+  ),
+  logFilename: z.string({ error: 'expected a file path' }).min(1, { error: 'expected a file path' }),
+  logFormat: z.string({ error: 'expected a format string' }),
+  logLevel: z.enum(['error', 'warn', 'info', 'debug', 'silly'], {
+    error: 'expected one of error, warn, info, debug, silly',
+  }),
+  tantrum: z.preprocess(
+    numberFrom,
+    z
+      .number({ error: 'expected a percentage' })
+      .min(0, { error: 'expected a percentage from 0 to 100' })
+      .max(100, { error: 'expected a percentage from 0 to 100' }),
+  ),
+});
+
+/** A setting that failed validation: names the source, the value and what was expected. */
+export class ConfigError extends TypeError {
+  override name = 'ConfigError';
+}
+
+type RawSettings = Partial<Record<keyof Settings, unknown>>;
+type Labels = Partial<Record<keyof Settings, string>>;
+
+function readPackageSection(cwd: string): Record<string, unknown> {
+  try {
+    const pkg = JSON.parse(readFileSync(join(cwd, 'package.json'), 'utf8')) as { mccache?: unknown };
+    return pkg.mccache && typeof pkg.mccache === 'object' ? (pkg.mccache as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
+}
+
+const knownEnv = new Set(
+  [...Object.values(SOURCES).map((s) => s.env), 'MCCACHE_PEERS', 'MCCACHE_NATS_URL'].filter(Boolean),
+);
+const warnedEnv = new Set<string>();
+
+/** MCCACHE_* variables that mean nothing to mccache (typos). Each is reported once per process. */
+export function unknownEnvironmentVariables(env: NodeJS.ProcessEnv): string[] {
+  const fresh: string[] = [];
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('MCCACHE_') && !knownEnv.has(name) && !warnedEnv.has(name)) {
+      warnedEnv.add(name);
+      fresh.push(name);
+    }
+  }
+  return fresh;
+}
+
+/** Inputs to {@link resolveSettings}; each defaults to the real process. */
+export interface SettingsSources {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** Per-cache options from getCache, or overrides of any setting from code. */
+  overrides?: Partial<Settings>;
+}
+
+/**
+ * Merges and validates every source. Throws a {@link ConfigError} naming the variable, the value
+ * and what is expected, e.g. `MCCACHE_CACHE_TTL="abc": expected a number of seconds`.
+ */
+export function resolveSettings(sources: SettingsSources = {}): Readonly<Settings> {
+  const env = sources.env ?? process.env;
+  const file = readPackageSection(sources.cwd ?? process.cwd());
+  const raw: RawSettings = {};
+  const labels: Labels = {};
+  for (const name of Object.keys(SOURCES) as (keyof Settings)[]) {
+    const source = SOURCES[name];
+    raw[name] = DEFAULTS[name];
+    labels[name] = `setting ${name}`;
+    if (source.file && file[source.file] !== undefined) {
+      raw[name] = file[source.file];
+      labels[name] = `package.json mccache.${source.file}`;
+    }
+    if (source.env && env[source.env] !== undefined) {
+      raw[name] = env[source.env];
+      labels[name] = source.env;
+    }
+  }
+  for (const [name, value] of Object.entries(sources.overrides ?? {})) {
+    if (!(name in SOURCES)) throw new ConfigError(`unknown option "${name}": expected one of ${Object.keys(SOURCES).join(', ')}`);
+    if (value === undefined) continue;
+    raw[name as keyof Settings] = value;
+    labels[name as keyof Settings] = `option ${name}`;
+  }
+  splitMulticastAddress(raw, labels);
+  const parsed = settingsSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const name = issue.path[0] as keyof Settings;
+    const shown = name === 'cryptoKeys' ? '(hidden)' : JSON.stringify(raw[name]);
+    throw new ConfigError(`${labels[name] ?? name}=${shown}: ${issue.message}`);
+  }
+  return Object.freeze(parsed.data as Settings);
+}
+
+/** MCCACHE_MULTICAST_IP may carry `:port`, which then wins over MCCACHE_MULTICAST_PORT. */
+function splitMulticastAddress(raw: RawSettings, labels: Labels): void {
+  const address = raw.multicastIp;
+  if (typeof address !== 'string' || !address.includes(':')) return;
+  const [ip, port] = address.split(':');
+  raw.multicastIp = ip;
+  raw.multicastPort = port;
+  labels.multicastPort = labels.multicastIp ?? 'multicastIp';
+}
+
+/** Picks the per-cache part of the settings. */
+export function cacheSettingsOf(settings: Readonly<Settings>): CacheSettings {
+  return {
+    ttl: settings.ttl,
+    max: settings.max,
+    size: settings.size,
+    mode: settings.mode,
+    callbackWin: settings.callbackWin,
+    callback: settings.callback,
+    freeze: settings.freeze,
+  };
+}
