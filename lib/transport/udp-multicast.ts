@@ -37,6 +37,10 @@ export interface UdpMulticastOptions {
 
 /** {@link TransportStats} plus what only a real socket can tell. */
 export interface UdpMulticastStats extends TransportStats {
+  /** Part of tantrumDropped dropped before sending. */
+  tantrumDroppedOnSend: number;
+  /** Part of tantrumDropped dropped on arrival. */
+  tantrumDroppedOnReceive: number;
   /** Send completion callbacks that fired, with or without an error. */
   sendCompletions: number;
   /** Sends refused because the transport was not open (before start or after close); also in sendErrors. */
@@ -63,6 +67,8 @@ export class UdpMulticastTransport implements Transport {
     received: 0,
     sendErrors: 0,
     tantrumDropped: 0,
+    tantrumDroppedOnSend: 0,
+    tantrumDroppedOnReceive: 0,
     sendCompletions: 0,
     sendsWhileNotOpen: 0,
     socketErrors: 0,
@@ -162,6 +168,7 @@ export class UdpMulticastTransport implements Transport {
     socket.on('message', (datagram: Buffer) => {
       if (this.tantrum.active && this.tantrum.drop()) {
         this.stats.tantrumDropped++;
+        this.stats.tantrumDroppedOnReceive++;
         return;
       }
       this.stats.received++;
@@ -188,6 +195,7 @@ export class UdpMulticastTransport implements Transport {
     }
     if (this.tantrum.active && this.tantrum.drop()) {
       this.stats.tantrumDropped++;
+      this.stats.tantrumDroppedOnSend++;
       return;
     }
     try {
