@@ -242,7 +242,7 @@ describe('UdpMulticastTransport on loopback', () => {
         (error: Error) => {
           assert.match(error.message, new RegExp(`group ${endpoint.group.replaceAll('.', '\\.')}`));
           assert.match(error.message, new RegExp(`port ${endpoint.port}`));
-          assert.match(error.message, /interface 10\.255\.255\.1/);
+          assert.match(error.message, /interface 10\.255\.255\.1 \(is the interface address local\?\)/);
           return true;
         },
       );
@@ -272,6 +272,17 @@ describe('UdpMulticastTransport on loopback', () => {
     } finally {
       await transport.close();
     }
+  });
+
+  test('close() during start() makes start() reject, and close() still resolves', async () => {
+    const endpoint = randomEndpoint();
+    const transport = new UdpMulticastTransport({ ...endpoint, interfaceAddress: LOOPBACK, hops: 1 });
+    const starting = transport.start(() => {});
+    const closing = transport.close();
+    await assert.rejects(starting, /cannot open UDP multicast .*closed while starting/);
+    await closing;
+    transport.send(Buffer.from('x'));
+    assert.equal(transport.stats.sendsWhileNotOpen, 1);
   });
 
   test('close() lets sends already handed to the OS leave first', async () => {

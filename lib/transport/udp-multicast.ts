@@ -155,10 +155,11 @@ export class UdpMulticastTransport implements Transport {
     } catch (error) {
       this.state = 'closed';
       closeQuietly(socket);
-      const reason = error instanceof Error ? error.message : String(error);
+      const code = (error as { code?: unknown } | null)?.code;
+      const hint = code === 'ENODEV' || code === 'EADDRNOTAVAIL' ? ' (is the interface address local?)' : '';
       throw new Error(
         `cannot open UDP multicast group ${this.group} port ${this.port} on interface ${this.interfaceAddress}` +
-          ` (is it a local IPv4 address?): ${reason}`,
+          `${hint}: ${describeError(error)}`,
         { cause: error },
       );
     }
