@@ -1,0 +1,313 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { Encoder } from 'cbor-x';
+import fc from 'fast-check';
+import {
+  decodeEntries,
+  type Entry,
+  encodeEntries,
+  encodeEntry,
+  MAX_BUCKETS,
+  MAX_CACHE_NAME_LENGTH,
+  MAX_KEY_LENGTH,
+  MAX_LIST_ITEMS,
+  MAX_RESULT_DEPTH,
+  Op,
+} from '../lib/wire/ops.js';
+
+const SEED = 20_260_301;
+
+// Crafts payloads the real encoder would never produce, with the same base options.
+const raw = new Encoder({ useRecords: false, tagUint8Array: false, mapsAsObjects: true });
+const rawEntry = (...fields: unknown[]): Uint8Array => raw.encode(fields);
+
+const u32 = fc.integer({ min: 0, max: 0xffffffff });
+const tsm = fc.maxSafeNat();
+const text = fc.string({ unit: 'binary', maxLength: 40 });
+const cacheName = fc.oneof(text, fc.string({ minLength: 250, maxLength: MAX_CACHE_NAME_LENGTH }));
+const key = fc.oneof(text, fc.string({ unit: 'binary', maxLength: 2000 }));
+const crc = fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
+const value = fc.uint8Array({ maxLength: 3000 }).map((bytes) => Buffer.from(bytes));
+
+const plainData = fc.letrec((tie) => ({
+  leaf: fc.oneof(
+    fc.constant(null),
+    fc.constant(undefined),
+    fc.boolean(),
+    fc.double().map((n) => (Object.is(n, -0) ? 0 : n)),
+    fc.integer(),
+    fc.maxSafeInteger(),
+    text,
+    fc.bigInt({ min: -(2n ** 64n), max: 2n ** 64n - 1n }),
+    fc.uint8Array({ maxLength: 20 }).map((bytes) => Buffer.from(bytes)),
+  ),
+  node: fc.oneof({ depthSize: 'small', withCrossShrink: true }, tie('leaf'), tie('array'), tie('object')),
+  array: fc.array(tie('node'), { maxLength: 5 }),
+  // '__proto__' is renamed by the decoder (prototype pollution guard), so it cannot round-trip.
+  object: fc.dictionary(
+    text.filter((k) => k !== '__proto__'),
+    tie('node'),
+    { maxKeys: 5, noNullPrototype: true },
+  ),
+})).node;
+
+const entryArbitrary: fc.Arbitrary<Entry> = fc
+  .oneof(
+    fc.record({
+      op: fc.constantFrom(Op.INS, Op.UPD),
+      cache: cacheName,
+      key,
+      tsm,
+      writer: u32,
+      crc,
+      value,
+    }),
+    fc.record({ op: fc.constantFrom(Op.DEL, Op.EVT), cache: cacheName, key, tsm, writer: u32 }),
+    fc.record({ op: fc.constant(Op.RST), cache: fc.option(cacheName), tsm, writer: u32 }),
+    fc.record({
+      op: fc.constant(Op.ACK),
+      highestSeq: u32,
+      lowestRetained: u32,
+      received: fc.array(fc.tuple(u32, u32), { maxLength: 20 }),
+    }),
+    fc.record({
+      op: fc.constant(Op.NAK),
+      target: u32,
+      missing: fc.array(fc.tuple(u32, u32), { maxLength: 20 }),
+    }),
+    fc.record({
+      op: fc.constant(Op.REQ),
+      target: u32,
+      cache: cacheName,
+      keys: fc.array(key, { maxLength: 10 }),
+    }),
+    fc.record({ op: fc.constantFrom(Op.NEW, Op.BYE) }),
+    fc.record({ op: fc.constant(Op.SYC), cache: cacheName, buckets: fc.array(u32, { maxLength: 300 }) }),
+    fc.record({
+      op: fc.constant(Op.SYD),
+      target: u32,
+      cache: cacheName,
+      bucket: fc.integer({ min: 0, max: MAX_BUCKETS - 1 }),
+      versions: fc.array(fc.tuple(key, tsm, u32, crc, fc.boolean()), { maxLength: 10 }),
+    }),
+    fc.record({ op: fc.constant(Op.STE), target: u32 }),
+    fc.record({
+      op: fc.constant(Op.INQ),
+      requestId: u32,
+      target: u32,
+      cache: fc.option(cacheName),
+      key: fc.option(key),
+    }),
+    fc.record({ op: fc.constantFrom(Op.CHK, Op.MTR), requestId: u32, target: u32, result: plainData }),
+    fc.record({ op: fc.constant(Op.MET), requestId: u32, target: u32, cache: fc.option(cacheName) }),
+    // fc.record builds null-prototype objects; decoded entries are plain object literals.
+  )
+  .map((entry) => ({ ...entry })) as fc.Arbitrary<Entry>;
+
+function decodedOrFail(payload: Uint8Array): Entry[] {
+  const result = decodeEntries(payload);
+  assert.ok(result.ok, `expected the payload to decode, got ${result.ok ? '' : result.reason}`);
+  return result.entries;
+}
+
+function assertRejected(payload: Uint8Array, reason: 'decode' | 'shape'): void {
+  assert.deepEqual(decodeEntries(payload), { ok: false, reason });
+}
+
+describe('op entries round-trip', () => {
+  test('every entry type encodes and decodes to an equal entry', () => {
+    fc.assert(
+      fc.property(entryArbitrary, (entry) => {
+        assert.deepStrictEqual(decodedOrFail(encodeEntry(entry)), [entry]);
+      }),
+      { seed: SEED, numRuns: 3000 },
+    );
+  });
+
+  test('a batch of entries decodes to the same entries in the same order', () => {
+    fc.assert(
+      fc.property(fc.array(entryArbitrary, { maxLength: 30 }), (entries) => {
+        assert.deepStrictEqual(decodedOrFail(encodeEntries(entries)), entries);
+      }),
+      { seed: SEED, numRuns: 300 },
+    );
+  });
+
+  test('an empty message is an empty batch', () => {
+    assert.deepEqual(decodeEntries(new Uint8Array(0)), { ok: true, entries: [] });
+  });
+
+  test('the crc travels as an 8-byte big-endian byte string and the value as a byte string', () => {
+    const bytes = Buffer.from(
+      encodeEntry({
+        op: Op.INS,
+        cache: 'c',
+        key: 'k',
+        tsm: 1,
+        writer: 2,
+        crc: 0x0102030405060708n,
+        value: new Uint8Array([9]),
+      }),
+    );
+    // [1, "c", "k", 1, 2, h'0102030405060708', h'09']
+    assert.equal(bytes.toString('hex'), '87016163616b010248010203040506070841' + '09');
+  });
+
+  test('a decoded value owns its bytes instead of pinning the payload', () => {
+    const payload = Buffer.from(
+      encodeEntry({
+        op: Op.UPD,
+        cache: 'c',
+        key: 'k',
+        tsm: 5,
+        writer: 1,
+        crc: 1n,
+        value: new Uint8Array(64),
+      }),
+    );
+    const [entry] = decodedOrFail(payload);
+    assert.ok(entry?.op === Op.UPD);
+    payload.fill(0xff);
+    assert.deepEqual(entry.value, Buffer.alloc(64));
+    assert.notEqual(entry.value.buffer, payload.buffer);
+  });
+
+  test('a CHK result that is not plain data cannot be encoded', () => {
+    for (const result of [new Map([[1, 2]]), new Set([1]), new Date(0), () => 1, Symbol('s'), 2n ** 70n]) {
+      assert.throws(() => encodeEntry({ op: Op.CHK, requestId: 1, target: 0, result }), TypeError);
+    }
+  });
+});
+
+describe('op entries reject hostile payloads', () => {
+  const validIns = rawEntry(Op.INS, 'c', 'k', 1, 2, Buffer.alloc(8), Buffer.from([1]));
+
+  test('truncated CBOR', () => {
+    assertRejected(validIns.subarray(0, validIns.length - 1), 'decode');
+  });
+
+  test('a huge array length header on a short buffer is refused before any allocation', () => {
+    assertRejected(Buffer.from([0x9b, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x01]), 'decode');
+    assertRejected(Buffer.from([0x9a, 0xff, 0xff, 0xff, 0xff, 0x01]), 'decode');
+    assertRejected(Buffer.from([0xbb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), 'decode');
+    assertRejected(Buffer.from([0x7a, 0x7f, 0xff, 0xff, 0xff, 0x61]), 'decode');
+    assertRejected(Buffer.from([0x5b, 0, 0, 0, 1, 0, 0, 0, 0, 0x61]), 'decode');
+  });
+
+  test('a length that fits the buffer only if nested containers shared their bytes', () => {
+    // [[x]*200] claiming 200 items but each inner array claims the rest of the buffer
+    assertRejected(Buffer.from([0x83, 0x98, 0xc8, 0x01, 0x98, 0xc8, 0x01]), 'decode');
+  });
+
+  test('tags of any kind (records, shared references, dates, sets, bignums, errors)', () => {
+    assertRejected(Buffer.from([0x81, 0xc1, 0x00]), 'decode'); // tag 1: epoch date
+    assertRejected(Buffer.from([0x81, 0xd8, 0x1c, 0x80]), 'decode'); // tag 28: shareable
+    assertRejected(Buffer.from([0x81, 0xd9, 0x01, 0x02, 0x80]), 'decode'); // tag 258: set
+    assertRejected(Buffer.from([0x81, 0xd8, 0x1b, 0x82, 0x61, 0x45, 0x61, 0x45]), 'decode'); // tag 27: Error
+    assertRejected(Buffer.from([0xd9, 0xdf, 0xff, 0x80]), 'decode'); // cbor-x record definition
+  });
+
+  test('indefinite lengths and break codes', () => {
+    assertRejected(Buffer.from([0x9f, 0x0d, 0xff]), 'decode');
+    assertRejected(Buffer.from([0x81, 0x0d, 0xff]), 'decode');
+    assertRejected(Buffer.from([0x7f, 0x61, 0x61, 0xff]), 'decode');
+  });
+
+  test('simple values other than false, true, null and undefined', () => {
+    assertRejected(Buffer.from([0x81, 0xf8, 0x20]), 'decode');
+    assertRejected(Buffer.from([0x81, 0xe0]), 'decode');
+    assertRejected(Buffer.from([0x81, 0xfc]), 'decode'); // reserved additional info
+  });
+
+  test('nesting deeper than the bound', () => {
+    const depth = MAX_RESULT_DEPTH + 10;
+    const nested = Buffer.concat([Buffer.alloc(depth, 0x81), Buffer.from([0x00])]);
+    assertRejected(nested, 'decode');
+  });
+
+  test('an item that is not an array, or an empty array', () => {
+    assertRejected(raw.encode(13), 'shape');
+    assertRejected(raw.encode([]), 'shape');
+    assertRejected(raw.encode({ op: 13 }), 'shape');
+  });
+
+  test('an unknown op code', () => {
+    for (const code of [0, 6, 9, 22, 255, -1, 1.5, '1']) assertRejected(rawEntry(code), 'shape');
+  });
+
+  test('the wrong number of fields', () => {
+    assertRejected(rawEntry(Op.NEW, 1), 'shape');
+    assertRejected(rawEntry(Op.DEL, 'c', 'k', 1), 'shape');
+    assertRejected(rawEntry(Op.INS, 'c', 'k', 1, 2, Buffer.alloc(8), Buffer.from([1]), 0), 'shape');
+  });
+
+  test('a field of the wrong type', () => {
+    assertRejected(rawEntry(Op.DEL, 7, 'k', 1, 2), 'shape');
+    assertRejected(rawEntry(Op.DEL, 'c', Buffer.from('k'), 1, 2), 'shape');
+    assertRejected(rawEntry(Op.DEL, 'c', 'k', '1', 2), 'shape');
+    assertRejected(rawEntry(Op.INS, 'c', 'k', 1, 2, Buffer.alloc(8), 'value'), 'shape');
+    assertRejected(rawEntry(Op.RST, undefined, 1, 2), 'shape');
+    assertRejected(rawEntry(Op.STE, null), 'shape');
+    assertRejected(rawEntry(Op.REQ, 1, 'c', ['a', 2]), 'shape');
+    assertRejected(rawEntry(Op.REQ, 1, 'c', 'a'), 'shape');
+    assertRejected(rawEntry(Op.SYC, 'c', [1, 'x']), 'shape');
+  });
+
+  test('a timestamp that is negative, fractional or beyond 2^53', () => {
+    assertRejected(rawEntry(Op.DEL, 'c', 'k', -1, 2), 'shape');
+    assertRejected(rawEntry(Op.DEL, 'c', 'k', 1.5, 2), 'shape');
+    assertRejected(rawEntry(Op.DEL, 'c', 'k', 2 ** 53, 2), 'shape');
+    assertRejected(rawEntry(Op.DEL, 'c', 'k', 5n, 2), 'shape');
+    assertRejected(rawEntry(Op.DEL, 'c', 'k', Number.NaN, 2), 'shape');
+  });
+
+  test('a node id or seq outside u32', () => {
+    assertRejected(rawEntry(Op.DEL, 'c', 'k', 1, 2 ** 32), 'shape');
+    assertRejected(rawEntry(Op.DEL, 'c', 'k', 1, -1), 'shape');
+    assertRejected(rawEntry(Op.ACK, 2 ** 32, 0, []), 'shape');
+    assertRejected(rawEntry(Op.ACK, 1, 0, [[1, 2 ** 32]]), 'shape');
+    assertRejected(rawEntry(Op.NAK, 1, [[1, 2, 3]]), 'shape');
+    assertRejected(rawEntry(Op.NAK, 1, [[-5, 2]]), 'shape');
+  });
+
+  test('a cache name or key longer than the bound', () => {
+    assert.ok(decodeEntries(rawEntry(Op.DEL, 'c'.repeat(MAX_CACHE_NAME_LENGTH), 'k', 1, 2)).ok);
+    assertRejected(rawEntry(Op.DEL, 'c'.repeat(MAX_CACHE_NAME_LENGTH + 1), 'k', 1, 2), 'shape');
+    assert.ok(decodeEntries(rawEntry(Op.DEL, 'c', 'k'.repeat(MAX_KEY_LENGTH), 1, 2)).ok);
+    assertRejected(rawEntry(Op.DEL, 'c', 'k'.repeat(MAX_KEY_LENGTH + 1), 1, 2), 'shape');
+  });
+
+  test('a crc that is not exactly 8 bytes', () => {
+    assertRejected(rawEntry(Op.INS, 'c', 'k', 1, 2, Buffer.alloc(7), Buffer.from([1])), 'shape');
+    assertRejected(rawEntry(Op.INS, 'c', 'k', 1, 2, 12345, Buffer.from([1])), 'shape');
+    assertRejected(rawEntry(Op.SYD, 1, 'c', 0, [['k', 1, 2, Buffer.alloc(9), false]]), 'shape');
+  });
+
+  test('lists longer than their bound', () => {
+    assertRejected(rawEntry(Op.REQ, 1, 'c', new Array(MAX_LIST_ITEMS + 1).fill('')), 'shape');
+    assertRejected(rawEntry(Op.SYC, 'c', new Array(MAX_BUCKETS + 1).fill(0)), 'shape');
+    assert.ok(decodeEntries(rawEntry(Op.SYC, 'c', new Array(MAX_BUCKETS).fill(0))).ok);
+  });
+
+  test('a bucket index beyond the bucket count, or a tombstone flag that is not boolean', () => {
+    assertRejected(rawEntry(Op.SYD, 1, 'c', MAX_BUCKETS, []), 'shape');
+    assertRejected(rawEntry(Op.SYD, 1, 'c', 0, [['k', 1, 2, Buffer.alloc(8), 0]]), 'shape');
+  });
+
+  test('a CHK result nested deeper than the bound', () => {
+    let result: unknown = 1;
+    for (let i = 0; i < MAX_RESULT_DEPTH + 1; i++) result = [result];
+    assertRejected(rawEntry(Op.CHK, 1, 0, result), 'shape');
+  });
+
+  test('one bad entry rejects the whole batch', () => {
+    const good = encodeEntry({ op: Op.NEW });
+    const bad = rawEntry(Op.STE, -1);
+    assertRejected(Buffer.concat([good, good, bad, good]), 'shape');
+  });
+
+  test('a map key that is not a string or number', () => {
+    // {[1]: 2} inside a CHK result: an array as a map key
+    assertRejected(Buffer.from([0x84, 0x13, 0x01, 0x00, 0xa1, 0x81, 0x01, 0x02]), 'decode');
+  });
+});
