@@ -38,14 +38,20 @@ interface ManualTimer {
   cancelled: boolean;
 }
 
+function earlier(a: ManualTimer, b: ManualTimer): boolean {
+  return a.at < b.at || (a.at === b.at && a.order < b.order);
+}
+
 /**
  * A virtual clock for tests. Time moves only when {@link ManualClock.advance} is called, and due
- * timers run in (time, creation) order, so a run is a pure function of its inputs.
+ * timers run in (time, creation) order, so a run is a pure function of its inputs. Timers sit in
+ * a binary heap: simulated clusters schedule hundreds of thousands of them.
  */
 export class ManualClock implements Clock {
   private current: number;
   private nextOrder = 0;
-  private timers: ManualTimer[] = [];
+  private readonly heap: ManualTimer[] = [];
+  private live = 0;
 
   constructor(startMs = 1_700_000_000_000) {
     this.current = startMs;
@@ -62,37 +68,67 @@ export class ManualClock implements Clock {
       callback,
       cancelled: false,
     };
-    this.timers.push(timer);
+    this.push(timer);
+    this.live++;
     return {
       cancel: () => {
-        timer.cancelled = true;
+        if (!timer.cancelled) {
+          timer.cancelled = true;
+          this.live--;
+        }
       },
     };
   }
 
   /** Number of timers still waiting to fire. */
   get pendingTimers(): number {
-    return this.timers.reduce((n, t) => n + (t.cancelled ? 0 : 1), 0);
+    return this.live;
   }
 
   /** Moves time forward by `ms`, firing every timer that falls due on the way, in order. */
   advance(ms: number): void {
     const end = this.current + ms;
     for (;;) {
-      let nextIndex = -1;
-      for (let i = 0; i < this.timers.length; i++) {
-        const t = this.timers[i]!;
-        if (t.cancelled || t.at > end) continue;
-        const best = nextIndex < 0 ? undefined : this.timers[nextIndex]!;
-        if (!best || t.at < best.at || (t.at === best.at && t.order < best.order)) nextIndex = i;
-      }
-      if (nextIndex < 0) break;
-      const [timer] = this.timers.splice(nextIndex, 1);
-      this.current = Math.max(this.current, timer!.at);
-      timer!.callback();
+      const next = this.heap[0];
+      if (!next || next.at > end) break;
+      this.pop();
+      if (next.cancelled) continue;
+      next.cancelled = true;
+      this.live--;
+      if (next.at > this.current) this.current = next.at;
+      next.callback();
     }
-    this.timers = this.timers.filter((t) => !t.cancelled);
     this.current = end;
+  }
+
+  private push(timer: ManualTimer): void {
+    const heap = this.heap;
+    heap.push(timer);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!earlier(heap[i]!, heap[parent]!)) break;
+      [heap[i], heap[parent]] = [heap[parent]!, heap[i]!];
+      i = parent;
+    }
+  }
+
+  private pop(): void {
+    const heap = this.heap;
+    const last = heap.pop()!;
+    if (heap.length === 0) return;
+    heap[0] = last;
+    let i = 0;
+    for (;;) {
+      const left = 2 * i + 1;
+      const right = left + 1;
+      let smallest = i;
+      if (left < heap.length && earlier(heap[left]!, heap[smallest]!)) smallest = left;
+      if (right < heap.length && earlier(heap[right]!, heap[smallest]!)) smallest = right;
+      if (smallest === i) break;
+      [heap[i], heap[smallest]] = [heap[smallest]!, heap[i]!];
+      i = smallest;
+    }
   }
 }
 

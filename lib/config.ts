@@ -67,6 +67,12 @@ export interface ClusterSettings {
   logLevel: 'error' | 'warn' | 'info' | 'debug' | 'silly';
   /** Percentage of datagrams dropped on send and on receive, for testing. */
   tantrum: number;
+  /** Unicast peers (`host:port`, DNS names allowed); when set, replaces multicast. */
+  peers: string[];
+  /** NATS server URL(s); when set, replaces multicast. */
+  natsUrl: string;
+  /** Shut down (flush, BYE) on SIGINT/SIGTERM. */
+  handleSignals: boolean;
 }
 
 export type Settings = CacheSettings & ClusterSettings;
@@ -93,6 +99,9 @@ export const DEFAULTS: Readonly<Settings> = Object.freeze({
   logFormat: '',
   logLevel: 'warn',
   tantrum: 0,
+  peers: [] as string[],
+  natsUrl: '',
+  handleSignals: true,
 });
 
 /** Where each setting is read from: environment variable and package.json key. */
@@ -117,10 +126,21 @@ const SOURCES: Record<keyof Settings, { env?: string; file?: string }> = {
   logFormat: { env: 'MCCACHE_LOG_FORMAT', file: 'log_format' },
   logLevel: { env: 'MCCACHE_LOG_LEVEL', file: 'log_level' },
   tantrum: { env: 'TEST_MONKEY_TANTRUM', file: 'test_monkey_tantrum' },
+  peers: { env: 'MCCACHE_PEERS', file: 'peers' },
+  natsUrl: { env: 'MCCACHE_NATS_URL', file: 'nats_url' },
+  handleSignals: { env: 'MCCACHE_HANDLE_SIGNALS', file: 'handle_signals' },
 };
 
 /** Settings that a getCache option may override per cache. */
-export const CACHE_OPTION_NAMES = ['ttl', 'max', 'size', 'mode', 'callbackWin', 'callback', 'freeze'] as const;
+export const CACHE_OPTION_NAMES = [
+  'ttl',
+  'max',
+  'size',
+  'mode',
+  'callbackWin',
+  'callback',
+  'freeze',
+] as const;
 
 /** Options accepted by getCache. */
 export type CacheOptions = Partial<CacheSettings>;
@@ -152,6 +172,12 @@ const seconds = (what: string) =>
       .max(10 * 365 * 86400, { error: `expected ${what} of at most ten years` }),
   );
 
+const flag = () =>
+  z.preprocess(
+    (v) => (v === 'true' || v === '1' ? true : v === 'false' || v === '0' ? false : v),
+    z.boolean({ error: 'expected true or false (or 1 or 0)' }),
+  );
+
 function isMulticast(ip: string): boolean {
   const first = Number(ip.split('.')[0]);
   return isIPv4(ip) && first >= 224 && first <= 239;
@@ -167,17 +193,18 @@ export const settingsSchema = z.object({
   callback: z.custom<CacheSettings['callback']>((v) => v === undefined || typeof v === 'function', {
     error: 'expected a function',
   }),
-  freeze: z.preprocess(
-    (v) => (v === 'true' || v === '1' ? true : v === 'false' || v === '0' ? false : v),
-    z.boolean({ error: 'expected true or false' }),
-  ),
+  freeze: flag(),
   cluster: z
     .string({ error: 'expected a cluster name' })
     .min(1, { error: 'expected a non-empty cluster name' })
     .max(64, { error: 'expected a cluster name of at most 64 characters' }),
-  multicastIp: z.string().refine(isMulticast, { error: 'expected an IPv4 multicast address (224.0.0.0-239.255.255.255)' }),
+  multicastIp: z
+    .string()
+    .refine(isMulticast, { error: 'expected an IPv4 multicast address (224.0.0.0-239.255.255.255)' }),
   multicastPort: wholeNumber(1, 65535, 'a UDP port'),
-  multicastIf: z.string().refine((ip) => isIPv4(ip), { error: 'expected the IPv4 address of a local interface' }),
+  multicastIf: z
+    .string()
+    .refine((ip) => isIPv4(ip), { error: 'expected the IPv4 address of a local interface' }),
   multicastHops: wholeNumber(1, 255, 'a hop count'),
   packetMtu: wholeNumber(576, 65507, 'a packet size in bytes'),
   cryptoKeys: z.preprocess(
@@ -207,6 +234,20 @@ export const settingsSchema = z.object({
   logLevel: z.enum(['error', 'warn', 'info', 'debug', 'silly'], {
     error: 'expected one of error, warn, info, debug, silly',
   }),
+  peers: z.preprocess(
+    (v) =>
+      typeof v === 'string'
+        ? v
+            .split(',')
+            .map((p) => p.trim())
+            .filter((p) => p !== '')
+        : v,
+    z.array(
+      z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, { error: 'expected comma-separated host:port entries' }),
+    ),
+  ),
+  natsUrl: z.string({ error: 'expected a NATS URL such as nats://127.0.0.1:4222' }),
+  handleSignals: flag(),
   tantrum: z.preprocess(
     numberFrom,
     z
@@ -234,7 +275,9 @@ function readPackageSection(cwd: string): Record<string, unknown> {
 }
 
 const knownEnv = new Set(
-  [...Object.values(SOURCES).map((s) => s.env), 'MCCACHE_PEERS', 'MCCACHE_NATS_URL'].filter(Boolean),
+  Object.values(SOURCES)
+    .map((s) => s.env)
+    .filter(Boolean),
 );
 const warnedEnv = new Set<string>();
 
@@ -281,7 +324,8 @@ export function resolveSettings(sources: SettingsSources = {}): Readonly<Setting
     }
   }
   for (const [name, value] of Object.entries(sources.overrides ?? {})) {
-    if (!(name in SOURCES)) throw new ConfigError(`unknown option "${name}": expected one of ${Object.keys(SOURCES).join(', ')}`);
+    if (!(name in SOURCES))
+      throw new ConfigError(`unknown option "${name}": expected one of ${Object.keys(SOURCES).join(', ')}`);
     if (value === undefined) continue;
     raw[name as keyof Settings] = value;
     labels[name as keyof Settings] = `option ${name}`;

@@ -72,12 +72,13 @@ export interface RemoveEntry {
   writer: number;
 }
 
-/** Clears one cache, or every cache when `cache` is null. */
+/** Clears one cache, or every cache when `cache` is null, on `target` (0 = every member). */
 export interface ResetEntry {
   op: typeof Op.RST;
   cache: string | null;
   tsm: number;
   writer: number;
+  target: number;
 }
 
 /** Heartbeat and stability report. */
@@ -124,6 +125,8 @@ export interface SyncDetailEntry {
   target: number;
   cache: string;
   bucket: number;
+  /** False when answering a SYC (the receiver lists its own versions back); true for that answer. */
+  reply: boolean;
   versions: Array<[key: string, tsm: number, writer: number, crc: bigint, tombstone: boolean]>;
 }
 
@@ -209,7 +212,7 @@ function entryArray(entry: Entry): unknown[] {
     case Op.EVT:
       return [entry.op, entry.cache, entry.key, entry.tsm, entry.writer];
     case Op.RST:
-      return [entry.op, entry.cache, entry.tsm, entry.writer];
+      return [entry.op, entry.cache, entry.tsm, entry.writer, entry.target];
     case Op.ACK:
       return [entry.op, entry.highestSeq, entry.lowestRetained, entry.received];
     case Op.NAK:
@@ -227,6 +230,7 @@ function entryArray(entry: Entry): unknown[] {
         entry.target,
         entry.cache,
         entry.bucket,
+        entry.reply,
         entry.versions.map(([key, tsm, writer, crc, tombstone]) => [
           key,
           tsm,
@@ -489,8 +493,14 @@ function entryFrom(item: unknown): Entry {
         writer: u32(item[4]),
       };
     case Op.RST:
-      tuple(item, 4);
-      return { op, cache: optionalCacheName(item[1]), tsm: timestamp(item[2]), writer: u32(item[3]) };
+      tuple(item, 5);
+      return {
+        op,
+        cache: optionalCacheName(item[1]),
+        tsm: timestamp(item[2]),
+        writer: u32(item[3]),
+        target: u32(item[4]),
+      };
     case Op.ACK:
       tuple(item, 4);
       return { op, highestSeq: u32(item[1]), lowestRetained: u32(item[2]), received: u32Pairs(item[3]) };
@@ -514,10 +524,12 @@ function entryFrom(item: unknown): Entry {
       return { op, cache: cacheName(item[1]), buckets: buckets as number[] };
     }
     case Op.SYD: {
-      tuple(item, 5);
+      tuple(item, 6);
       const bucket = u32(item[3]);
       if (bucket >= MAX_BUCKETS) fail();
-      const raw = list(item[4]);
+      const reply = item[4];
+      if (typeof reply !== 'boolean') fail();
+      const raw = list(item[5]);
       const versions = new Array<[string, number, number, bigint, boolean]>(raw.length);
       for (let i = 0; i < raw.length; i++) {
         const version = tuple(raw[i], 5);
@@ -525,7 +537,7 @@ function entryFrom(item: unknown): Entry {
         if (typeof tombstone !== 'boolean') fail();
         versions[i] = [key(version[0]), timestamp(version[1]), u32(version[2]), crc(version[3]), tombstone];
       }
-      return { op, target: u32(item[1]), cache: cacheName(item[2]), bucket, versions };
+      return { op, target: u32(item[1]), cache: cacheName(item[2]), bucket, reply, versions };
     }
     case Op.STE:
       tuple(item, 2);

@@ -13,8 +13,6 @@ const valueEncoder = new Encoder({
   useRecords: true,
   mapsAsObjects: false,
   tagUint8Array: true,
-  // Untrusted input never gets to pick a huge preallocation or a shared-structure table.
-  structures: undefined,
 });
 
 const hasher = await xxhash();
@@ -29,7 +27,8 @@ export class UnencodableValueError extends TypeError {
 
 function describe(value: unknown): string {
   if (typeof value === 'function') return `a function (${value.name || 'anonymous'})`;
-  if (value && typeof value === 'object') return `an object of class ${value.constructor?.name ?? 'null-prototype'}`;
+  if (value && typeof value === 'object')
+    return `an object of class ${value.constructor?.name ?? 'null-prototype'}`;
   return typeof value;
 }
 
@@ -43,7 +42,8 @@ export function encodeValue(value: unknown, key = '?'): Uint8Array {
   try {
     bytes = valueEncoder.encode(value);
   } catch (error) {
-    const reason = error instanceof RangeError ? 'it is circular or nested too deeply' : (error as Error).message;
+    const reason =
+      error instanceof RangeError ? 'it is circular or nested too deeply' : (error as Error).message;
     throw new UnencodableValueError(
       `cannot cache key "${key}": ${describe(value)} cannot be encoded (${reason}); expected data that CBOR can carry: ` +
         'primitives, plain objects, arrays, Map, Set, Date, BigInt, typed arrays',

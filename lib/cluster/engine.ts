@@ -1,0 +1,1075 @@
+/**
+ * The cluster engine: turns local changes into batched, sequenced datagrams, repairs loss with
+ * negative acknowledgements, tracks members by heartbeat, and runs anti-entropy so every member
+ * ends with identical caches.
+ *
+ * Layers, from the JGroups stack it follows:
+ * - NAKACK2: every DATA datagram carries a per-sender seq; receivers spot gaps (also at the tail,
+ *   from the seq in each heartbeat) and NAK them; the sender resends from a bounded buffer.
+ * - STABLE: heartbeats (ACK) carry how far each member has received every other member's stream;
+ *   the sender frees what all live members hold.
+ * - FD_ALL: a member silent for `memberTimeoutMs` is dropped and its buffers freed.
+ * - Anti-entropy (where JGroups leaves state merge to the application): at every pulse, and when
+ *   a member appears, members swap per-bucket digests and repair only the differing keys. This
+ *   repairs what retransmission cannot: long partitions and exhausted buffers.
+ *
+ * Ordering is not needed: each op carries its last-write-wins stamp (HLC tsm, writer id), so ops
+ * apply as they arrive and the result is the same in any order.
+ */
+import { ApplyOutcome, type CacheStoreApi, ChangeKind, type ReplicationSink } from '../cache/types.js';
+import { type Clock, type HybridLogicalClock, hlcToMillis, type TimerHandle } from '../clock.js';
+import type { ClusterSettings } from '../config.js';
+import type { Log } from '../log.js';
+import type { Transport } from '../transport/transport.js';
+import { Fernet } from '../wire/fernet.js';
+import { FrameCodec, type FrameHeader, FrameKind, peekSender } from '../wire/frame.js';
+import { decodeEntries, type Entry, encodeEntry, Op } from '../wire/ops.js';
+import { Reassembly } from '../wire/reassembly.js';
+import { hash32 } from '../wire/value-codec.js';
+import { DIGEST_BUCKETS, digestOf, isNewer, type ListedVersion, versionsInBuckets } from './digest.js';
+import { LatencyHistogram } from './latency.js';
+import { ReceiveWindow } from './receive-window.js';
+import { RetransmitBuffer } from './retransmit-buffer.js';
+
+/** The stores the engine replicates. Implemented by the cache registry. */
+export interface StoreDirectory {
+  store(name: string): CacheStoreApi | undefined;
+  /** The store for a cache a remote member wrote to, created with the defaults if needed. */
+  storeForRemote(name: string): CacheStoreApi;
+  stores(): Iterable<CacheStoreApi>;
+}
+
+/** Timers of the engine, in ms. Tests shrink them; the defaults suit a LAN. */
+export interface EngineTiming {
+  /** Heartbeat (ACK) period: also bounds how long a lost last datagram stays unnoticed. */
+  heartbeatMs: number;
+  /** Silence after which a member is dropped. */
+  memberTimeoutMs: number;
+  /** Delay before the first NAK of a gap (lets reordered datagrams arrive). */
+  nakDelayMs: number;
+  /** Period between NAKs while gaps remain. */
+  nakIntervalMs: number;
+  /** A frame is resent at most once per this period, however many members NAK it. */
+  retransmitHoldoffMs: number;
+  /** An incomplete fragmented message is dropped after this long. */
+  reassemblyTimeoutMs: number;
+  /** getClusterMetrics/getClusterChecksum wait this long for answers. */
+  queryTimeoutMs: number;
+  /** Anti-entropy period (MCCACHE_CACHE_PULSE). */
+  pulseMs: number;
+  /** How often a starting member repeats NEW, and how many times. */
+  newRetryMs: number;
+  newRetries: number;
+}
+
+/** Bounds on everything the network can grow. Each has a drop counter in the metrics. */
+export interface EngineLimits {
+  /** Distinct keys waiting to be sent (coalesced by key). */
+  maxQueuedOps: number;
+  /** Non-key entries (clear, replies) waiting to be sent. */
+  maxQueuedOther: number;
+  maxRetransmitFrames: number;
+  maxRetransmitBytes: number;
+  maxMembers: number;
+  /** Seqs a receiver tracks past its contiguous point before giving up and resynchronising. */
+  maxWindowSpan: number;
+  /** Sends handed to the OS but not completed before the engine holds back. */
+  maxPendingSends: number;
+  /** Datagrams sent per flush before yielding to the event loop. */
+  maxDatagramsPerFlush: number;
+  reassemblyMessagesPerSender: number;
+  reassemblyBytesPerSender: number;
+  maxPendingQueries: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<EngineLimits> = Object.freeze({
+  maxQueuedOps: 250_000,
+  maxQueuedOther: 10_000,
+  maxRetransmitFrames: 32_768,
+  maxRetransmitBytes: 48 * 1024 * 1024,
+  maxMembers: 256,
+  maxWindowSpan: 65_536,
+  maxPendingSends: 256,
+  maxDatagramsPerFlush: 256,
+  reassemblyMessagesPerSender: 64,
+  reassemblyBytesPerSender: 40 * 1024 * 1024,
+  maxPendingQueries: 64,
+});
+
+export function defaultTiming(settings: Pick<ClusterSettings, 'pulse'>): EngineTiming {
+  return {
+    heartbeatMs: 200,
+    memberTimeoutMs: 5000,
+    nakDelayMs: 3,
+    nakIntervalMs: 40,
+    retransmitHoldoffMs: 8,
+    reassemblyTimeoutMs: 10_000,
+    queryTimeoutMs: 1000,
+    pulseMs: settings.pulse * 1000,
+    newRetryMs: 400,
+    newRetries: 4,
+  };
+}
+
+/** Answers to cluster-wide queries, computed by the layer above (the node). */
+export interface LocalAnswers {
+  checksum(cache: string | null, key: string | null): unknown;
+  metrics(cache: string | null): unknown;
+}
+
+export interface EngineOptions {
+  nodeId: number;
+  settings: Readonly<ClusterSettings>;
+  transport: Transport;
+  stores: StoreDirectory;
+  answers: LocalAnswers;
+  clock: Clock;
+  hlc: HybridLogicalClock;
+  log: Log;
+  timing?: Partial<EngineTiming>;
+  limits?: Partial<EngineLimits>;
+  /** Runs a flush soon; defaults to setImmediate, tests pass a clock timer. */
+  defer?: (run: () => void) => void;
+  random?: () => number;
+}
+
+/** The engine's counters, part of getLocalMetrics. */
+export interface EngineCounters {
+  datagramsSent: number;
+  datagramsReceived: number;
+  /** Datagrams dropped before anything was applied, by reason. */
+  dropped: Record<string, number>;
+  opsSent: number;
+  opsReceived: number;
+  messagesSent: number;
+  retransmits: number;
+  naksSent: number;
+  naksReceived: number;
+  duplicates: number;
+  /** Seqs given up on because the sender no longer held them (anti-entropy repairs them). */
+  unrecoverable: number;
+  queueDropped: number;
+  membersJoined: number;
+  membersLeft: number;
+  membersTimedOut: number;
+  syncsSent: number;
+  repairsPushed: number;
+  repairsRequested: number;
+  stateTransfers: number;
+}
+
+interface Member {
+  id: number;
+  lastHeard: number;
+  /** What we have of its DATA stream; created at first contact. */
+  window: ReceiveWindow | undefined;
+  /** Highest control counter seen, plus recent ones, to drop replayed control frames. */
+  controlHighest: number;
+  controlRecent: Set<number>;
+  /** How far it has our DATA stream (from its ACKs); -1 until it tells us. */
+  hasOurs: number;
+}
+
+interface PendingQuery {
+  expected: number;
+  results: Record<string, unknown>;
+  resolve: (results: Record<string, unknown>) => void;
+  timer: TimerHandle;
+}
+
+type DataEntry = Extract<Entry, { op: typeof Op.INS | typeof Op.UPD | typeof Op.DEL | typeof Op.EVT }>;
+
+/** Hex form of a node id, as used in results keyed by node. */
+export function nodeIdHex(id: number): string {
+  return id.toString(16).padStart(8, '0');
+}
+
+/** Seqs are u32 on the wire; well before wrapping, a member takes a fresh identity. */
+const SEQ_ROTATE_AT = 0xfff0_0000;
+const CONTROL_REPLAY_WINDOW = 256;
+/** How many departed member ids are remembered (oldest forgotten first). */
+const DEPARTED_MEMORY = 1024;
+
+export class ClusterEngine implements ReplicationSink {
+  readonly counters: EngineCounters = {
+    datagramsSent: 0,
+    datagramsReceived: 0,
+    dropped: {},
+    opsSent: 0,
+    opsReceived: 0,
+    messagesSent: 0,
+    retransmits: 0,
+    naksSent: 0,
+    naksReceived: 0,
+    duplicates: 0,
+    unrecoverable: 0,
+    queueDropped: 0,
+    membersJoined: 0,
+    membersLeft: 0,
+    membersTimedOut: 0,
+    syncsSent: 0,
+    repairsPushed: 0,
+    repairsRequested: 0,
+    stateTransfers: 0,
+  };
+  /** Replication latency of first-hand ops (apply time minus write time, ms). */
+  readonly latency = new LatencyHistogram();
+
+  private nodeIdValue: number;
+  private codec: FrameCodec;
+  private readonly fernet: Fernet | undefined;
+  private readonly clusterId: number;
+  private readonly timing: EngineTiming;
+  private readonly limits: EngineLimits;
+  private readonly members = new Map<number, Member>();
+  private readonly departed = new Set<number>();
+  private readonly reassembly: Reassembly;
+  private readonly retransmit: RetransmitBuffer;
+  private readonly lastResent = new Map<number, number>();
+  private readonly pendingByKey = new Map<string, DataEntry>();
+  private pendingOther: Entry[] = [];
+  private readonly queries = new Map<number, PendingQuery>();
+  private readonly timers = new Set<TimerHandle>();
+  private readonly defer: (run: () => void) => void;
+  private readonly random: () => number;
+  private nextSeq = 1;
+  private nextControl = 1;
+  private flushScheduled = false;
+  private nakScheduled = false;
+  private syncScheduled = false;
+  private started = false;
+  private closed = false;
+
+  constructor(private readonly options: EngineOptions) {
+    const { settings, clock } = options;
+    this.nodeIdValue = options.nodeId;
+    this.timing = { ...defaultTiming(settings), ...options.timing };
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.fernet = settings.cryptoKeys.length > 0 ? new Fernet(settings.cryptoKeys) : undefined;
+    this.clusterId = hash32(settings.cluster);
+    this.codec = this.makeCodec();
+    this.reassembly = new Reassembly({
+      clock,
+      timeoutMs: this.timing.reassemblyTimeoutMs,
+      maxMessagesPerSender: this.limits.reassemblyMessagesPerSender,
+      maxBytesPerSender: this.limits.reassemblyBytesPerSender,
+      maxSenders: this.limits.maxMembers,
+    });
+    this.retransmit = new RetransmitBuffer(this.limits.maxRetransmitFrames, this.limits.maxRetransmitBytes);
+    this.defer = options.defer ?? ((run) => setImmediate(run));
+    this.random = options.random ?? Math.random;
+  }
+
+  /** This member's id (changes only if the seq space is about to wrap). */
+  get nodeId(): number {
+    return this.nodeIdValue;
+  }
+
+  /** Ids of the members currently considered alive (not including this one). */
+  memberIds(): number[] {
+    return [...this.members.keys()];
+  }
+
+  /** Opens the transport, announces this member, and starts the timers. */
+  async start(): Promise<void> {
+    await this.options.transport.start((datagram) => this.receive(datagram));
+    if (this.closed) return;
+    this.started = true;
+    this.announce(0);
+    this.every(this.timing.heartbeatMs, () => this.heartbeat());
+    if (this.timing.pulseMs > 0) this.pulseLater();
+    this.scheduleFlush();
+  }
+
+  /** Flushes what is queued, says BYE, and closes the transport. */
+  async shutdown(): Promise<void> {
+    if (this.closed) return;
+    if (this.started) {
+      this.flush(true);
+      this.sendControl([{ op: Op.BYE }]);
+    }
+    this.closed = true;
+    for (const timer of this.timers) timer.cancel();
+    this.timers.clear();
+    for (const query of this.queries.values()) {
+      query.timer.cancel();
+      query.resolve(query.results);
+    }
+    this.queries.clear();
+    await this.waitForSends(1000);
+    await this.options.transport.close();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Outbound
+
+  /** ReplicationSink: a local change to replicate. Cheap and synchronous (the proxy's write path). */
+  localChange(
+    cache: string,
+    kind: ChangeKind,
+    key: string,
+    tsm: number,
+    crc: bigint | undefined,
+    encoded: Uint8Array | undefined,
+  ): void {
+    if (this.closed) return;
+    const entry: DataEntry =
+      kind === ChangeKind.Insert || kind === ChangeKind.Update
+        ? {
+            op: kind,
+            cache,
+            key,
+            tsm,
+            writer: this.nodeIdValue,
+            crc: crc ?? 0n,
+            value: encoded ?? new Uint8Array(),
+          }
+        : { op: kind, cache, key, tsm, writer: this.nodeIdValue };
+    this.enqueueData(entry);
+  }
+
+  /** Clears a cache (or all) on every member, this one included, by a reliable RST. */
+  clearCache(cache: string | null, target: number): void {
+    const tsm = this.options.hlc.tick();
+    if (target === 0 || target === this.nodeIdValue) {
+      for (const store of this.options.stores.stores()) {
+        if (cache === null || store.name === cache) store.clearBefore(tsm, this.nodeIdValue);
+      }
+    }
+    if (target !== this.nodeIdValue) {
+      this.enqueueOther({ op: Op.RST, cache, tsm, writer: this.nodeIdValue, target });
+    }
+  }
+
+  /** Asks every member (or one) for its checksums or metrics; resolves with what arrives in time. */
+  query(
+    kind: 'checksum' | 'metrics',
+    cache: string | null,
+    key: string | null,
+    target: number,
+  ): Promise<Record<string, unknown>> {
+    const results: Record<string, unknown> = {};
+    const { answers } = this.options;
+    if (target === 0 || target === this.nodeIdValue) {
+      results[nodeIdHex(this.nodeIdValue)] =
+        kind === 'checksum' ? answers.checksum(cache, key) : answers.metrics(cache);
+    }
+    const expected = target === 0 ? this.members.size : target === this.nodeIdValue ? 0 : 1;
+    if (expected === 0 || this.closed || this.queries.size >= this.limits.maxPendingQueries) {
+      return Promise.resolve(results);
+    }
+    let requestId = 0;
+    while (requestId === 0 || this.queries.has(requestId)) requestId = (this.random() * 0xffffffff) >>> 0;
+    return new Promise((resolve) => {
+      const timer = this.options.clock.setTimeout(
+        () => this.finishQuery(requestId),
+        this.timing.queryTimeoutMs,
+      );
+      this.queries.set(requestId, { expected, results, resolve, timer });
+      this.sendControl([
+        kind === 'checksum'
+          ? { op: Op.INQ, requestId, target, cache, key }
+          : { op: Op.MET, requestId, target, cache },
+      ]);
+    });
+  }
+
+  private finishQuery(requestId: number): void {
+    const query = this.queries.get(requestId);
+    if (!query) return;
+    this.queries.delete(requestId);
+    query.timer.cancel();
+    query.resolve(query.results);
+  }
+
+  private enqueueData(entry: DataEntry): void {
+    const slot = `${entry.cache}\u0000${entry.key}`;
+    const queued = this.pendingByKey.get(slot);
+    if (queued) {
+      // Coalesce: only the newest version of a key needs to go.
+      if (isNewer(queued.tsm, queued.writer, entry.tsm, entry.writer)) return;
+      this.pendingByKey.set(slot, entry);
+    } else if (this.pendingByKey.size >= this.limits.maxQueuedOps) {
+      // Dropped ops are found and repaired by the next anti-entropy pulse.
+      this.counters.queueDropped++;
+      return;
+    } else {
+      this.pendingByKey.set(slot, entry);
+    }
+    this.scheduleFlush();
+  }
+
+  private enqueueOther(entry: Entry): void {
+    if (this.pendingOther.length >= this.limits.maxQueuedOther) {
+      this.counters.queueDropped++;
+      return;
+    }
+    this.pendingOther.push(entry);
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled || !this.started || this.closed) return;
+    this.flushScheduled = true;
+    this.defer(() => {
+      this.flushScheduled = false;
+      this.flush(false);
+    });
+  }
+
+  /** Packs queued entries into as few datagrams as possible. Holds back while the OS is busy. */
+  private flush(everything: boolean): void {
+    if (!this.started || this.closed) return;
+    const { transport } = this.options;
+    const budget = this.codec.maxFragmentPayload;
+    const parts: Uint8Array[] = [];
+    let partsBytes = 0;
+    let datagrams = 0;
+    const emit = () => {
+      if (parts.length === 0) return;
+      datagrams += this.sendData(parts.length === 1 ? parts[0]! : Buffer.concat(parts, partsBytes));
+      parts.length = 0;
+      partsBytes = 0;
+    };
+    const take = (entry: Entry) => {
+      const bytes = encodeEntry(entry);
+      if (partsBytes + bytes.length > budget) emit();
+      parts.push(bytes);
+      partsBytes += bytes.length;
+      this.counters.opsSent++;
+    };
+    const busy = () =>
+      !everything &&
+      (datagrams >= this.limits.maxDatagramsPerFlush ||
+        transport.pendingSends >= this.limits.maxPendingSends);
+
+    if (this.pendingOther.length > 0) {
+      const other = this.pendingOther;
+      this.pendingOther = [];
+      for (const entry of other) take(entry);
+    }
+    for (const [slot, entry] of this.pendingByKey) {
+      if (busy()) break;
+      this.pendingByKey.delete(slot);
+      take(entry);
+    }
+    emit();
+    if (this.pendingByKey.size > 0 || this.pendingOther.length > 0) {
+      // Let the OS drain; a timer rather than setImmediate so a saturated socket does not spin.
+      const timer = this.options.clock.setTimeout(() => {
+        this.timers.delete(timer);
+        this.scheduleFlush();
+      }, 1);
+      this.timers.add(timer);
+    }
+  }
+
+  /** Sends one message on the reliable DATA stream; returns the number of datagrams. */
+  private sendData(message: Uint8Array): number {
+    if (this.nextSeq >= SEQ_ROTATE_AT) this.rotateIdentity();
+    const frames = this.codec.fragment(FrameKind.Data, this.nextSeq, message);
+    for (const frame of frames) {
+      this.retransmit.add(this.nextSeq++, frame);
+      this.transmit(frame);
+    }
+    this.counters.messagesSent++;
+    return frames.length;
+  }
+
+  /** Sends unsequenced control entries, each message kept to one datagram. */
+  private sendControl(entries: Entry[]): void {
+    if (!this.started || this.closed) return;
+    const budget = this.codec.maxFragmentPayload;
+    let parts: Uint8Array[] = [];
+    let size = 0;
+    const emit = () => {
+      if (parts.length === 0) return;
+      const frames = this.codec.fragment(FrameKind.Control, this.nextControl, Buffer.concat(parts, size));
+      this.nextControl += frames.length;
+      for (const frame of frames) this.transmit(frame);
+      parts = [];
+      size = 0;
+    };
+    for (const entry of entries) {
+      const bytes = encodeEntry(entry);
+      if (size + bytes.length > budget) emit();
+      parts.push(bytes);
+      size += bytes.length;
+    }
+    emit();
+  }
+
+  private transmit(frame: Uint8Array): void {
+    this.options.transport.send(this.codec.toDatagram(frame));
+    this.counters.datagramsSent++;
+  }
+
+  private rotateIdentity(): void {
+    let id = 0;
+    while (id === 0 || id === this.nodeIdValue) id = (this.random() * 0xffffffff) >>> 0;
+    this.options.log.warn('sequence space nearly used up: taking a fresh node id', {
+      old: nodeIdHex(this.nodeIdValue),
+      new: nodeIdHex(id),
+    });
+    this.sendControl([{ op: Op.BYE }]);
+    this.nodeIdValue = id;
+    this.codec = this.makeCodec();
+    this.nextSeq = 1;
+    this.nextControl = 1;
+    this.retransmit.releaseUpTo(Number.MAX_SAFE_INTEGER);
+    this.lastResent.clear();
+    this.announce(0);
+  }
+
+  private makeCodec(): FrameCodec {
+    return new FrameCodec({
+      clusterId: this.clusterId,
+      sender: this.nodeIdValue,
+      mtu: this.options.settings.packetMtu,
+      fernet: this.fernet,
+      nowSeconds: () => Math.floor(this.options.clock.now() / 1000),
+    });
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Inbound
+
+  private drop(reason: string): void {
+    this.counters.dropped[reason] = (this.counters.dropped[reason] ?? 0) + 1;
+  }
+
+  /** The receive path. Anything can arrive here; nothing it does may throw. */
+  private receive(datagram: Buffer): void {
+    if (this.closed) return;
+    try {
+      this.receiveUnsafe(datagram);
+    } catch (error) {
+      // A bug, not an input: inputs are validated. Count it and keep the process alive.
+      this.drop('internal-error');
+      this.options.log.error('receive path failed', { error: String((error as Error)?.stack ?? error) });
+    }
+  }
+
+  private receiveUnsafe(datagram: Buffer): void {
+    const sender = peekSender(datagram);
+    if (sender === this.nodeIdValue) {
+      this.drop('self');
+      return;
+    }
+    this.counters.datagramsReceived++;
+    const frame = this.codec.fromDatagram(datagram);
+    if (!frame.ok) {
+      this.drop(frame.reason);
+      return;
+    }
+    const { header, payload } = frame;
+    const member = this.memberFor(header.sender);
+    if (!member) {
+      this.drop(this.departed.has(header.sender) ? 'departed' : 'too-many-members');
+      return;
+    }
+    member.lastHeard = this.options.clock.now();
+    const message =
+      header.kind === FrameKind.Data
+        ? this.acceptData(member, header, payload)
+        : this.acceptControl(member, header, payload);
+    if (!message) return;
+    const decoded = decodeEntries(message);
+    if (!decoded.ok) {
+      this.drop(decoded.reason);
+      return;
+    }
+    for (const entry of decoded.entries) this.dispatch(member, entry, header.kind);
+  }
+
+  private acceptData(member: Member, header: FrameHeader, payload: Buffer): Buffer | undefined {
+    if (!member.window) {
+      // First contact: earlier seqs predate us and are covered by state transfer.
+      member.window = new ReceiveWindow(header.seq - header.fragmentIndex - 1, this.limits.maxWindowSpan);
+    }
+    if (!member.window.accept(header.seq)) {
+      this.counters.duplicates++;
+      this.drop('duplicate');
+      return undefined;
+    }
+    this.watchGaps(member);
+    if (header.fragmentCount === 1) return payload;
+    return this.reassembly.add(header, payload);
+  }
+
+  private acceptControl(member: Member, header: FrameHeader, payload: Buffer): Buffer | undefined {
+    if (header.fragmentCount !== 1) {
+      this.drop('fragmented-control');
+      return undefined;
+    }
+    // Control frames are not retransmitted; a bounded anti-replay window drops repeats.
+    const seq = header.seq;
+    if (seq <= member.controlHighest - CONTROL_REPLAY_WINDOW || member.controlRecent.has(seq)) {
+      this.drop('replayed-control');
+      return undefined;
+    }
+    member.controlRecent.add(seq);
+    if (seq > member.controlHighest) {
+      member.controlHighest = seq;
+      if (member.controlRecent.size > CONTROL_REPLAY_WINDOW) {
+        for (const old of member.controlRecent) {
+          if (old <= seq - CONTROL_REPLAY_WINDOW) member.controlRecent.delete(old);
+        }
+      }
+    }
+    return payload;
+  }
+
+  private memberFor(id: number): Member | undefined {
+    const known = this.members.get(id);
+    if (known) return known;
+    // A member that said BYE never comes back under the same id (ids are fresh per start), so
+    // its late or replayed frames must not re-create it.
+    if (this.departed.has(id) || this.members.size >= this.limits.maxMembers) return undefined;
+    const member: Member = {
+      id,
+      lastHeard: this.options.clock.now(),
+      window: undefined,
+      controlHighest: 0,
+      controlRecent: new Set(),
+      hasOurs: -1,
+    };
+    this.members.set(id, member);
+    this.counters.membersJoined++;
+    if (this.options.log.infoOn)
+      this.options.log.info('member joined', { member: nodeIdHex(id), members: this.members.size });
+    this.onContact(member);
+    return member;
+  }
+
+  /** A member we did not know (new, restarted, or back from a partition): sync with it. */
+  private onContact(member: Member): void {
+    // One donor per newcomer, not a stampede: the lowest id among the others.
+    let donor = this.nodeIdValue;
+    for (const id of this.members.keys()) if (id !== member.id && id < donor) donor = id;
+    if (donor === this.nodeIdValue) {
+      this.counters.stateTransfers++;
+      this.scheduleSync();
+    }
+  }
+
+  private dispatch(member: Member, entry: Entry, kind: number): void {
+    this.counters.opsReceived++;
+    switch (entry.op) {
+      case Op.INS:
+      case Op.UPD:
+      case Op.DEL:
+      case Op.EVT:
+        if (kind === FrameKind.Data) this.applyData(member, entry);
+        else this.drop('data-on-control');
+        return;
+      case Op.RST:
+        if (kind !== FrameKind.Data) return this.drop('data-on-control');
+        if (entry.target !== 0 && entry.target !== this.nodeIdValue) return;
+        for (const store of this.options.stores.stores()) {
+          if (entry.cache === null || store.name === entry.cache) store.clearBefore(entry.tsm, entry.writer);
+        }
+        this.options.hlc.observe(entry.tsm);
+        return;
+      case Op.ACK:
+        return this.onAck(member, entry);
+      case Op.NAK:
+        if (entry.target === this.nodeIdValue) this.onNak(entry.missing);
+        return;
+      case Op.NEW:
+        // memberFor() already treated a first contact; a NEW from a known member is a retry.
+        return;
+      case Op.BYE:
+        return this.removeMember(member.id, 'left');
+      case Op.SYC:
+        return this.onSync(member, entry.cache, entry.buckets);
+      case Op.SYD:
+        if (entry.target === this.nodeIdValue) this.onSyncDetail(member, entry);
+        return;
+      case Op.REQ:
+        if (entry.target === this.nodeIdValue) this.pushKeys(entry.cache, entry.keys);
+        return;
+      case Op.STE:
+        return;
+      case Op.INQ:
+        if (entry.target === 0 || entry.target === this.nodeIdValue) {
+          const result = this.options.answers.checksum(entry.cache, entry.key);
+          this.enqueueOther({ op: Op.CHK, requestId: entry.requestId, target: member.id, result });
+        }
+        return;
+      case Op.MET:
+        if (entry.target === 0 || entry.target === this.nodeIdValue) {
+          const result = this.options.answers.metrics(entry.cache);
+          this.enqueueOther({ op: Op.MTR, requestId: entry.requestId, target: member.id, result });
+        }
+        return;
+      case Op.CHK:
+      case Op.MTR:
+        if (entry.target === this.nodeIdValue) this.onAnswer(member.id, entry.requestId, entry.result);
+        return;
+    }
+  }
+
+  private applyData(member: Member, entry: DataEntry): void {
+    const store = this.options.stores.storeForRemote(entry.cache);
+    const hasValue = entry.op === Op.INS || entry.op === Op.UPD;
+    const outcome = store.applyRemote({
+      kind: entry.op,
+      key: entry.key,
+      tsm: entry.tsm,
+      writer: entry.writer,
+      crc: hasValue ? entry.crc : undefined,
+      encoded: hasValue ? entry.value : undefined,
+    });
+    if (outcome === ApplyOutcome.Applied && entry.writer === member.id) {
+      this.latency.record(this.options.clock.now() - hlcToMillis(entry.tsm));
+    }
+  }
+
+  private onAnswer(from: number, requestId: number, result: unknown): void {
+    const query = this.queries.get(requestId);
+    if (!query) return;
+    const name = nodeIdHex(from);
+    if (!(name in query.results) || from !== this.nodeIdValue) query.results[name] = result;
+    const remote = Object.keys(query.results).filter((k) => k !== nodeIdHex(this.nodeIdValue)).length;
+    if (remote >= query.expected) this.finishQuery(requestId);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Delivery: heartbeats, NAKs, retransmission, stability
+
+  private heartbeat(): void {
+    const now = this.options.clock.now();
+    for (const member of [...this.members.values()]) {
+      if (now - member.lastHeard > this.timing.memberTimeoutMs) this.removeMember(member.id, 'timed out');
+    }
+    this.reassembly.expire();
+    const received: Array<[number, number]> = [];
+    for (const member of this.members.values()) {
+      if (member.window) received.push([member.id, member.window.contiguous]);
+    }
+    this.sendControl([
+      {
+        op: Op.ACK,
+        highestSeq: this.nextSeq - 1,
+        lowestRetained: this.retransmit.lowestRetained(this.nextSeq),
+        received,
+      },
+    ]);
+  }
+
+  private onAck(member: Member, entry: Extract<Entry, { op: typeof Op.ACK }>): void {
+    if (!member.window) member.window = new ReceiveWindow(entry.highestSeq, this.limits.maxWindowSpan);
+    member.window.noteHighest(entry.highestSeq);
+    if (member.window.contiguous < entry.lowestRetained - 1) {
+      // The sender no longer holds what we miss: give up on it and let anti-entropy repair.
+      this.counters.unrecoverable += member.window.skipTo(entry.lowestRetained - 1);
+      this.scheduleSync();
+    }
+    this.watchGaps(member);
+    for (const [node, contiguous] of entry.received) {
+      if (node === this.nodeIdValue) {
+        member.hasOurs = Math.max(member.hasOurs, contiguous);
+        this.releaseStable();
+      }
+    }
+  }
+
+  /** Frees retransmit frames every live member has received. */
+  private releaseStable(): void {
+    let stable = this.nextSeq - 1;
+    for (const member of this.members.values()) {
+      if (member.hasOurs < 0) continue;
+      stable = Math.min(stable, member.hasOurs);
+    }
+    this.retransmit.releaseUpTo(stable);
+  }
+
+  private watchGaps(member: Member): void {
+    const window = member.window;
+    if (!window) return;
+    if (window.overflowing) {
+      this.counters.unrecoverable += window.skipTo(window.highest - this.limits.maxWindowSpan);
+      this.scheduleSync();
+    }
+    if (window.hasGaps && !this.nakScheduled) {
+      this.nakScheduled = true;
+      const timer = this.options.clock.setTimeout(() => {
+        this.timers.delete(timer);
+        this.nakScheduled = false;
+        this.sendNaks();
+      }, this.timing.nakDelayMs);
+      this.timers.add(timer);
+    }
+  }
+
+  private sendNaks(): void {
+    const naks: Entry[] = [];
+    for (const member of this.members.values()) {
+      if (!member.window?.hasGaps) continue;
+      naks.push({ op: Op.NAK, target: member.id, missing: member.window.missing(64) });
+    }
+    if (naks.length === 0) return;
+    this.counters.naksSent += naks.length;
+    this.sendControl(naks);
+    // Keep asking while gaps remain (NAKs and retransmissions can be lost too).
+    this.nakScheduled = true;
+    const timer = this.options.clock.setTimeout(() => {
+      this.timers.delete(timer);
+      this.nakScheduled = false;
+      this.sendNaks();
+    }, this.timing.nakIntervalMs);
+    this.timers.add(timer);
+  }
+
+  private onNak(missing: Array<[number, number]>): void {
+    this.counters.naksReceived++;
+    const now = this.options.clock.now();
+    let budget = this.limits.maxDatagramsPerFlush * 4;
+    for (const [first, last] of missing) {
+      const from = Math.max(first, this.retransmit.lowestRetained(this.nextSeq));
+      const to = Math.min(last, this.nextSeq - 1);
+      for (let seq = from; seq <= to && budget > 0; seq++) {
+        const frame = this.retransmit.get(seq);
+        if (!frame) continue;
+        const last = this.lastResent.get(seq);
+        if (last !== undefined && now - last < this.timing.retransmitHoldoffMs) continue;
+        this.lastResent.set(seq, now);
+        this.transmit(frame);
+        this.counters.retransmits++;
+        budget--;
+      }
+    }
+    if (this.lastResent.size > this.limits.maxRetransmitFrames) {
+      const floor = this.retransmit.lowestRetained(this.nextSeq);
+      for (const seq of this.lastResent.keys()) if (seq < floor) this.lastResent.delete(seq);
+      if (this.lastResent.size > this.limits.maxRetransmitFrames) this.lastResent.clear();
+    }
+  }
+
+  private removeMember(id: number, why: 'left' | 'timed out'): void {
+    if (!this.members.delete(id)) return;
+    if (why === 'left') {
+      this.departed.add(id);
+      if (this.departed.size > DEPARTED_MEMORY) this.departed.delete(this.departed.values().next().value!);
+    }
+    this.reassembly.dropSender(id);
+    if (why === 'left') this.counters.membersLeft++;
+    else this.counters.membersTimedOut++;
+    if (this.options.log.infoOn)
+      this.options.log.info(`member ${why}`, { member: nodeIdHex(id), members: this.members.size });
+    this.releaseStable();
+  }
+
+  private announce(attempt: number): void {
+    if (this.closed) return;
+    this.sendControl([{ op: Op.NEW }]);
+    if (attempt + 1 < this.timing.newRetries) {
+      const timer = this.options.clock.setTimeout(() => {
+        this.timers.delete(timer);
+        this.announce(attempt + 1);
+      }, this.timing.newRetryMs);
+      this.timers.add(timer);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Anti-entropy
+
+  private pulseLater(): void {
+    // Jitter spreads members' pulses so they do not all answer each other at once.
+    const delay = this.timing.pulseMs * (0.75 + this.random() * 0.5);
+    const timer = this.options.clock.setTimeout(() => {
+      this.timers.delete(timer);
+      this.sendSync();
+      this.pulseLater();
+    }, delay);
+    this.timers.add(timer);
+  }
+
+  /** Coalesces sync requests (new members, unrecoverable gaps) into one SYC round soon. */
+  private scheduleSync(): void {
+    if (this.syncScheduled || this.closed) return;
+    this.syncScheduled = true;
+    const timer = this.options.clock.setTimeout(() => {
+      this.timers.delete(timer);
+      this.syncScheduled = false;
+      this.sendSync();
+    }, this.timing.heartbeatMs);
+    this.timers.add(timer);
+  }
+
+  /** Multicasts the digest of every cache; members that differ answer with details. */
+  private sendSync(): void {
+    const entries: Entry[] = [];
+    for (const store of this.options.stores.stores()) {
+      entries.push({ op: Op.SYC, cache: store.name, buckets: digestOf(store) });
+    }
+    this.counters.syncsSent += entries.length;
+    this.sendControl(entries);
+  }
+
+  private onSync(member: Member, cache: string, buckets: number[]): void {
+    if (buckets.length !== DIGEST_BUCKETS) return this.drop('digest-size');
+    const mine = digestOf(this.options.stores.storeForRemote(cache));
+    const differing = new Set<number>();
+    for (let b = 0; b < DIGEST_BUCKETS; b++) if (mine[b] !== buckets[b]) differing.add(b);
+    if (differing.size > 0) this.sendDetails(member.id, cache, differing, false);
+  }
+
+  /** Lists our versions in the given buckets to `target`, chunked to one datagram each. */
+  private sendDetails(target: number, cache: string, buckets: ReadonlySet<number>, reply: boolean): void {
+    const store = this.options.stores.storeForRemote(cache);
+    const entries: Entry[] = [];
+    const budget = this.codec.maxFragmentPayload - 64;
+    for (const [bucket, versions] of versionsInBuckets(store, buckets)) {
+      let chunk: ListedVersion[] = [];
+      let estimate = 0;
+      const push = () => {
+        entries.push({ op: Op.SYD, target, cache, bucket, reply, versions: chunk });
+        chunk = [];
+        estimate = 0;
+      };
+      for (const version of versions) {
+        const size = Buffer.byteLength(version[0]) + 32;
+        if (estimate + size > budget && chunk.length > 0) push();
+        chunk.push(version);
+        estimate += size;
+      }
+      push();
+    }
+    this.sendControl(entries);
+  }
+
+  private onSyncDetail(member: Member, detail: Extract<Entry, { op: typeof Op.SYD }>): void {
+    const { cache, versions } = detail;
+    const store = this.options.stores.storeForRemote(cache);
+    const wanted: string[] = [];
+    const toPush: string[] = [];
+    for (const [key, tsm, writer, , tombstone] of versions) {
+      const mine = store.versionOf(key);
+      if (!mine || isNewer(tsm, writer, mine.tsm, mine.writer)) {
+        if (tombstone) store.applyRemote({ kind: ChangeKind.Delete, key, tsm, writer }, true);
+        else wanted.push(key);
+      } else if (isNewer(mine.tsm, mine.writer, tsm, writer)) {
+        toPush.push(key);
+      }
+    }
+    if (wanted.length > 0) {
+      this.counters.repairsRequested += wanted.length;
+      this.sendKeyRequests(member.id, cache, wanted);
+    }
+    this.pushKeys(cache, toPush);
+    // They listed their versions; list ours back once per bucket so they can fetch what they
+    // lack (absence cannot be inferred from a list that may come in several chunks).
+    if (!detail.reply && this.shouldReply(member.id, cache, detail.bucket)) {
+      this.sendDetails(member.id, cache, new Set([detail.bucket]), true);
+    }
+  }
+
+  private readonly detailReplies = new Map<string, number>();
+  private shouldReply(member: number, cache: string, bucket: number): boolean {
+    const now = this.options.clock.now();
+    const slot = `${member}\u0000${cache}\u0000${bucket}`;
+    const last = this.detailReplies.get(slot);
+    if (last !== undefined && now - last < this.timing.heartbeatMs) return false;
+    if (this.detailReplies.size >= 4096) {
+      for (const [k, at] of this.detailReplies)
+        if (now - at >= this.timing.heartbeatMs) this.detailReplies.delete(k);
+      if (this.detailReplies.size >= 4096) return false;
+    }
+    this.detailReplies.set(slot, now);
+    return true;
+  }
+
+  private sendKeyRequests(target: number, cache: string, keys: string[]): void {
+    const entries: Entry[] = [];
+    const budget = this.codec.maxFragmentPayload - 64;
+    let chunk: string[] = [];
+    let size = 0;
+    for (const key of keys) {
+      const keySize = Buffer.byteLength(key) + 4;
+      if (size + keySize > budget && chunk.length > 0) {
+        entries.push({ op: Op.REQ, target, cache, keys: chunk });
+        chunk = [];
+        size = 0;
+      }
+      chunk.push(key);
+      size += keySize;
+    }
+    if (chunk.length > 0) entries.push({ op: Op.REQ, target, cache, keys: chunk });
+    this.sendControl(entries);
+  }
+
+  /** Sends our current version of each key (value or tombstone) with its original stamps. */
+  private pushKeys(cache: string, keys: string[]): void {
+    const store = this.options.stores.store(cache);
+    if (!store) return;
+    for (const key of keys) {
+      const version = store.versionOf(key);
+      if (!version) continue;
+      this.counters.repairsPushed++;
+      if (version.tombstone) {
+        this.enqueueData({ op: Op.DEL, cache, key, tsm: version.tsm, writer: version.writer });
+        continue;
+      }
+      const value = store.encodedValueOf(key);
+      if (!value) continue;
+      this.enqueueData({
+        op: Op.UPD,
+        cache,
+        key,
+        tsm: version.tsm,
+        writer: version.writer,
+        crc: version.crc,
+        value,
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  private every(periodMs: number, run: () => void): void {
+    const tick = () => {
+      this.timers.delete(timer);
+      if (this.closed) return;
+      run();
+      timer = this.options.clock.setTimeout(tick, periodMs);
+      this.timers.add(timer);
+    };
+    let timer = this.options.clock.setTimeout(tick, periodMs);
+    this.timers.add(timer);
+  }
+
+  private async waitForSends(deadlineMs: number): Promise<void> {
+    const until = Date.now() + deadlineMs;
+    while (this.options.transport.pendingSends > 0 && Date.now() < until) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** Gauges for metrics. */
+  gauges(): Record<string, number> {
+    return {
+      members: this.members.size,
+      queuedOps: this.pendingByKey.size + this.pendingOther.length,
+      retransmitFrames: this.retransmit.size,
+      retransmitBytes: this.retransmit.bytes,
+      retransmitEvicted: this.retransmit.stats.evicted,
+      reassemblyMessages: this.reassembly.heldMessages,
+      reassemblyBytes: this.reassembly.heldBytes,
+      reassemblyTimeouts: this.reassembly.stats.timedOut,
+      reassemblyOverBudget: this.reassembly.stats.overBudget,
+      pendingSends: this.options.transport.pendingSends,
+      nextSeq: this.nextSeq,
+    };
+  }
+
+  /** True when nothing is queued, in flight to the OS, or missing from any member's stream. */
+  get quiescent(): boolean {
+    if (this.pendingByKey.size > 0 || this.pendingOther.length > 0) return false;
+    if (this.options.transport.pendingSends > 0) return false;
+    for (const member of this.members.values()) if (member.window?.hasGaps) return false;
+    return true;
+  }
+}

@@ -1,0 +1,293 @@
+/**
+ * A member of a cluster: its settings, clock, caches and cluster engine. The functions exported
+ * by the package (getCache, clearCache, ...) act on one default node per process; tests and
+ * advanced users create several with {@link createNode} (for example on a {@link MemoryNetwork}).
+ */
+import { randomInt } from 'node:crypto';
+import { cpus, freemem, loadavg, totalmem } from 'node:os';
+import type { Cache } from './cache/proxy.js';
+import { CacheRegistry } from './cache/registry.js';
+import type { CacheStore, StoreContext } from './cache/store.js';
+import type { CacheCounters } from './cache/types.js';
+import { type Clock, HybridLogicalClock, SystemClock } from './clock.js';
+import {
+  ClusterEngine,
+  type EngineCounters,
+  type EngineLimits,
+  type EngineTiming,
+  nodeIdHex,
+} from './cluster/engine.js';
+import type { LatencySummary } from './cluster/latency.js';
+import {
+  type CacheOptions,
+  cacheSettingsOf,
+  resolveSettings,
+  type Settings,
+  unknownEnvironmentVariables,
+} from './config.js';
+import { createLog, type Log } from './log.js';
+import { NatsTransport } from './transport/nats.js';
+import type { Transport } from './transport/transport.js';
+import { UdpMulticastTransport } from './transport/udp-multicast.js';
+import { UdpUnicastTransport } from './transport/udp-unicast.js';
+
+/** Options of {@link createNode}. Everything is optional; the defaults make a real UDP member. */
+export interface NodeOptions {
+  /** Overrides of any setting, above package.json and the environment. */
+  settings?: Partial<Settings>;
+  /** Environment to read MCCACHE_* from (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** Folder whose package.json "mccache" section is read (default process.cwd()). */
+  cwd?: string;
+  /** A transport to use instead of the one the settings describe. */
+  transport?: Transport;
+  clock?: Clock;
+  /** A fixed node id (u32, nonzero); default random. */
+  nodeId?: number;
+  log?: Log;
+  timing?: Partial<EngineTiming>;
+  limits?: Partial<EngineLimits>;
+  /** How the engine schedules a flush (default setImmediate). */
+  defer?: (run: () => void) => void;
+  random?: () => number;
+}
+
+/** Process figures included in metrics. */
+export interface ProcessFigures {
+  loadAverage: number[];
+  cpus: number;
+  cpuUserMicros: number;
+  cpuSystemMicros: number;
+  rssBytes: number;
+  heapUsedBytes: number;
+  freeMemoryBytes: number;
+  totalMemoryBytes: number;
+  uptimeSeconds: number;
+}
+
+/** What getLocalMetrics returns. Plain data: it serialises to JSON. */
+export interface LocalMetrics {
+  node: string;
+  caches: Record<string, CacheCounters>;
+  cluster: EngineCounters & Record<string, unknown> & { latencyMs: LatencySummary };
+  process: ProcessFigures;
+}
+
+const DEFAULT_CACHE = 'mccache';
+
+/** Picks the transport the settings ask for: NATS, unicast peers, or multicast (the default). */
+export function transportFor(settings: Readonly<Settings>, warn: (message: string) => void): Transport {
+  if (settings.natsUrl) {
+    return new NatsTransport({
+      url: settings.natsUrl,
+      cluster: settings.cluster,
+      onWarning: warn,
+      tantrumPercent: settings.tantrum,
+    });
+  }
+  if (settings.peers.length > 0) {
+    return new UdpUnicastTransport({
+      bindAddress: settings.multicastIf,
+      port: settings.multicastPort,
+      peers: settings.peers,
+      tantrumPercent: settings.tantrum,
+      onWarning: warn,
+    });
+  }
+  return new UdpMulticastTransport({
+    group: settings.multicastIp,
+    port: settings.multicastPort,
+    interfaceAddress: settings.multicastIf,
+    hops: settings.multicastHops,
+    tantrumPercent: settings.tantrum,
+    onWarning: warn,
+  });
+}
+
+/** One cluster member. */
+export class McCacheNode {
+  readonly settings: Readonly<Settings>;
+  readonly log: Log;
+  readonly clock: Clock;
+  readonly engine: ClusterEngine;
+  readonly registry: CacheRegistry;
+  private readonly started: Promise<void>;
+  private startError: Error | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(options: NodeOptions = {}) {
+    const env = options.env ?? process.env;
+    this.settings = resolveSettings({
+      env,
+      cwd: options.cwd ?? process.cwd(),
+      overrides: options.settings ?? {},
+    });
+    this.log =
+      options.log ??
+      createLog({
+        filename: this.settings.logFilename,
+        level: this.settings.logLevel,
+        format: this.settings.logFormat,
+      });
+    for (const name of unknownEnvironmentVariables(env)) {
+      this.log.warn(`unknown environment variable ${name} ignored`);
+      process.emitWarning(`mccache: unknown environment variable ${name} ignored (typo?)`);
+    }
+    this.clock = options.clock ?? new SystemClock();
+    const hlc = new HybridLogicalClock(this.clock);
+    const nodeId = options.nodeId ?? randomInt(1, 0xffffffff);
+    const context: StoreContext = {
+      clock: this.clock,
+      hlc,
+      nodeId,
+      log: this.log,
+      sink: undefined,
+      // Tombstones outlive a few pulses so a member that missed a delete cannot bring the key back.
+      tombstoneTtlMs: Math.max(3 * this.settings.pulse * 1000, 60_000),
+      maxTombstones: Math.max(4 * this.settings.max, 10_000),
+    };
+    this.registry = new CacheRegistry(context, cacheSettingsOf(this.settings));
+    const transport = options.transport ?? transportFor(this.settings, (message) => this.log.warn(message));
+    const engineOptions = {
+      nodeId,
+      settings: this.settings,
+      transport,
+      stores: this.registry,
+      answers: {
+        checksum: (cache: string | null, key: string | null) =>
+          this.getLocalChecksum(cache ?? DEFAULT_CACHE, key ?? undefined),
+        metrics: (cache: string | null) => this.getLocalMetrics(cache ?? undefined),
+      },
+      clock: this.clock,
+      hlc,
+      log: this.log,
+      ...(options.timing ? { timing: options.timing } : {}),
+      ...(options.limits ? { limits: options.limits } : {}),
+      ...(options.defer ? { defer: options.defer } : {}),
+      ...(options.random ? { random: options.random } : {}),
+    };
+    this.engine = new ClusterEngine(engineOptions);
+    context.sink = this.engine;
+    this.started = this.engine.start().catch((error: Error) => {
+      // A network failure is logged and surfaced by ready(), never thrown into cache calls.
+      this.startError = error;
+      this.log.error('could not start the cluster transport', { error: error.message });
+    });
+    this.every(this.settings.daemonSleep * 1000, () => this.registry.housekeep());
+  }
+
+  /** This member's id, 8 hex digits (as used in cluster results). */
+  get id(): string {
+    return nodeIdHex(this.engine.nodeId);
+  }
+
+  /** Resolves once the transport is up; rejects with the reason if it could not start. */
+  async ready(): Promise<void> {
+    await this.started;
+    if (this.startError) throw this.startError;
+  }
+
+  /** The cache called `name`, created on first use. The same name gives the same object. */
+  getCache<V = unknown>(name: string = DEFAULT_CACHE, options?: CacheOptions): Cache<V> {
+    return this.registry.cache<V>(name, options);
+  }
+
+  /** The store behind a cache, for keys the proxy reserves (a key literally named "metadata"). */
+  getStore(name: string = DEFAULT_CACHE): CacheStore | undefined {
+    return this.registry.store(name);
+  }
+
+  /** Clears a cache (or every cache when `name` is omitted) on every member, or on one `node`. */
+  clearCache(name?: string, node?: string | number): void {
+    this.engine.clearCache(name ?? null, parseNode(node));
+  }
+
+  /** Counters per cache, the engine's counters and gauges, and process figures. */
+  getLocalMetrics(name?: string): LocalMetrics {
+    const caches: Record<string, CacheCounters> = {};
+    for (const store of this.registry.stores()) {
+      if (name === undefined || store.name === name) caches[store.name] = store.counters();
+    }
+    const usage = process.cpuUsage();
+    const memory = process.memoryUsage();
+    return {
+      node: this.id,
+      caches,
+      cluster: {
+        ...this.engine.counters,
+        dropped: { ...this.engine.counters.dropped },
+        ...this.engine.gauges(),
+        latencyMs: this.engine.latency.summary(),
+      },
+      process: {
+        loadAverage: loadavg(),
+        cpus: cpus().length,
+        cpuUserMicros: usage.user,
+        cpuSystemMicros: usage.system,
+        rssBytes: memory.rss,
+        heapUsedBytes: memory.heapUsed,
+        freeMemoryBytes: freemem(),
+        totalMemoryBytes: totalmem(),
+        uptimeSeconds: process.uptime(),
+      },
+    };
+  }
+
+  /** `{ key: { crc, tsm } }` of one cache, sorted by key (or of one key). */
+  getLocalChecksum(name: string = DEFAULT_CACHE, key?: string): Record<string, { crc: string; tsm: number }> {
+    return this.registry.store(name)?.checksum(key) ?? {};
+  }
+
+  /** Metrics of every member (or one), keyed by node id; members that do not answer in time are absent. */
+  async getClusterMetrics(name?: string, node?: string | number): Promise<Record<string, unknown>> {
+    const results = await this.engine.query('metrics', name ?? null, null, parseNode(node));
+    this.log.info('cluster metrics', results);
+    return results;
+  }
+
+  /** Checksums of every member (or one), keyed by node id. */
+  async getClusterChecksum(
+    name?: string,
+    key?: string,
+    node?: string | number,
+  ): Promise<Record<string, unknown>> {
+    const results = await this.engine.query('checksum', name ?? DEFAULT_CACHE, key ?? null, parseNode(node));
+    this.log.info('cluster checksum', results);
+    return results;
+  }
+
+  /** Flushes pending sends, says goodbye, and closes the network. Idempotent. */
+  shutdown(): Promise<void> {
+    this.stopping ??= (async () => {
+      for (const timer of this.timers) timer.cancel();
+      await this.started;
+      await this.engine.shutdown();
+    })();
+    return this.stopping;
+  }
+
+  private readonly timers: { cancel(): void }[] = [];
+  private every(periodMs: number, run: () => void): void {
+    const tick = () => {
+      run();
+      this.timers[0] = this.clock.setTimeout(tick, periodMs);
+    };
+    this.timers[0] = this.clock.setTimeout(tick, periodMs);
+  }
+}
+
+function parseNode(node: string | number | undefined): number {
+  if (node === undefined) return 0;
+  const id = typeof node === 'number' ? node : Number.parseInt(node, 16);
+  if (!Number.isInteger(id) || id <= 0 || id > 0xffffffff) {
+    throw new TypeError(
+      `node ${JSON.stringify(node)} is not a node id: expected 8 hex digits as in cluster results`,
+    );
+  }
+  return id;
+}
+
+/** Creates a cluster member with its own caches and engine. */
+export function createNode(options: NodeOptions = {}): McCacheNode {
+  return new McCacheNode(options);
+}
