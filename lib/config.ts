@@ -71,6 +71,8 @@ export interface ClusterSettings {
   peers: string[];
   /** NATS server URL(s); when set, replaces multicast. */
   natsUrl: string;
+  /** Address and port this process receives unicast on (`address:port`); default `0.0.0.0:<multicastPort>`. */
+  unicastBind: string;
   /** Shut down (flush, BYE) on SIGINT/SIGTERM. */
   handleSignals: boolean;
 }
@@ -101,6 +103,7 @@ export const DEFAULTS: Readonly<Settings> = Object.freeze({
   tantrum: 0,
   peers: [] as string[],
   natsUrl: '',
+  unicastBind: '',
   handleSignals: true,
 });
 
@@ -128,6 +131,7 @@ const SOURCES: Record<keyof Settings, { env?: string; file?: string }> = {
   tantrum: { env: 'TEST_MONKEY_TANTRUM', file: 'test_monkey_tantrum' },
   peers: { env: 'MCCACHE_PEERS', file: 'peers' },
   natsUrl: { env: 'MCCACHE_NATS_URL', file: 'nats_url' },
+  unicastBind: { env: 'MCCACHE_UNICAST_BIND', file: 'unicast_bind' },
   handleSignals: { env: 'MCCACHE_HANDLE_SIGNALS', file: 'handle_signals' },
 };
 
@@ -243,10 +247,13 @@ export const settingsSchema = z.object({
             .filter((p) => p !== '')
         : v,
     z.array(
-      z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, { error: 'expected comma-separated host:port entries' }),
+      z.string().regex(/^[A-Za-z0-9._-]+:\d{1,5}$/, { error: 'expected comma-separated host:port entries' }),
     ),
   ),
   natsUrl: z.string({ error: 'expected a NATS URL such as nats://127.0.0.1:4222' }),
+  unicastBind: z.string().refine((v) => v === '' || /^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/.test(v), {
+    error: 'expected address:port, such as 0.0.0.0:4000',
+  }),
   handleSignals: flag(),
   tantrum: z.preprocess(
     numberFrom,
@@ -331,7 +338,12 @@ export function resolveSettings(sources: SettingsSources = {}): Readonly<Setting
     labels[name as keyof Settings] = `option ${name}`;
   }
   splitMulticastAddress(raw, labels);
-  const parsed = settingsSchema.safeParse(raw);
+  const parsed = settingsSchema
+    .refine((settings) => !(settings.natsUrl && settings.peers.length > 0), {
+      error: 'expected either MCCACHE_PEERS or MCCACHE_NATS_URL, not both',
+      path: ['natsUrl'],
+    })
+    .safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const name = issue.path[0] as keyof Settings;

@@ -86,9 +86,10 @@ export function transportFor(settings: Readonly<Settings>, warn: (message: strin
     });
   }
   if (settings.peers.length > 0) {
+    const [bindAddress, bindPort] = (settings.unicastBind || `0.0.0.0:${settings.multicastPort}`).split(':');
     return new UdpUnicastTransport({
-      bindAddress: settings.multicastIf,
-      port: settings.multicastPort,
+      bindAddress: bindAddress!,
+      port: Number(bindPort),
       peers: settings.peers,
       tantrumPercent: settings.tantrum,
       onWarning: warn,
