@@ -587,6 +587,12 @@ export class ClusterEngine implements ReplicationSink {
       // First contact: earlier seqs predate us and are covered by state transfer.
       member.window = new ReceiveWindow(header.seq - header.fragmentIndex - 1, this.limits.maxWindowSpan);
     }
+    if (header.seq > member.window.contiguous + this.limits.maxWindowSpan) {
+      // Implausibly far ahead: never let one frame (corrupt, or forged on an unkeyed network)
+      // drag the window along. A sender truly that far ahead is caught up by its next ACK.
+      this.drop('out-of-window');
+      return undefined;
+    }
     if (!member.window.accept(header.seq)) {
       this.counters.duplicates++;
       this.drop('duplicate');
@@ -602,7 +608,10 @@ export class ClusterEngine implements ReplicationSink {
       this.drop('fragmented-control');
       return undefined;
     }
-    // Control frames are not retransmitted; a bounded anti-replay window drops repeats.
+    // Control frames are not retransmitted; with a key, a bounded anti-replay window drops
+    // repeats. Without a key anyone can forge frames anyway, and a corrupt counter must not
+    // silence a member, so the window is only kept for authenticated traffic.
+    if (!this.fernet) return payload;
     const seq = header.seq;
     if (seq <= member.controlHighest - CONTROL_REPLAY_WINDOW || member.controlRecent.has(seq)) {
       this.drop('replayed-control');
@@ -759,9 +768,23 @@ export class ClusterEngine implements ReplicationSink {
   }
 
   private onAck(member: Member, entry: Extract<Entry, { op: typeof Op.ACK }>): void {
-    if (!member.window) member.window = new ReceiveWindow(entry.highestSeq, this.limits.maxWindowSpan);
+    const span = this.limits.maxWindowSpan;
+    const window = member.window;
+    if (
+      !window ||
+      entry.highestSeq > window.contiguous + span ||
+      entry.highestSeq + span < window.contiguous
+    ) {
+      // First contact, or our view of its stream is far off (we fell behind, or a corrupt frame
+      // misled us): restart from the sender's own account and let anti-entropy fill the gap.
+      if (window) {
+        this.counters.unrecoverable += Math.max(0, entry.highestSeq - window.contiguous);
+        this.scheduleSync();
+      }
+      member.window = new ReceiveWindow(entry.highestSeq, span);
+    }
     member.window.noteHighest(entry.highestSeq);
-    if (member.window.contiguous < entry.lowestRetained - 1) {
+    if (member.window.contiguous < entry.lowestRetained - 1 && entry.lowestRetained - 1 <= entry.highestSeq) {
       // The sender no longer holds what we miss: give up on it and let anti-entropy repair.
       this.counters.unrecoverable += member.window.skipTo(entry.lowestRetained - 1);
       this.scheduleSync();
@@ -769,7 +792,8 @@ export class ClusterEngine implements ReplicationSink {
     this.watchGaps(member);
     for (const [node, contiguous] of entry.received) {
       if (node === this.nodeIdValue) {
-        member.hasOurs = Math.max(member.hasOurs, contiguous);
+        // The latest report, not the maximum: one bogus report must not free frames for good.
+        member.hasOurs = Math.min(contiguous, this.nextSeq - 1);
         this.releaseStable();
       }
     }
