@@ -26,7 +26,7 @@ import {
   unknownEnvironmentVariables,
 } from './config.js';
 import { createLog, type Log } from './log.js';
-import { NatsTransport } from './transport/nats.js';
+import { LazyTransport } from './transport/lazy.js';
 import type { Transport } from './transport/transport.js';
 import { UdpMulticastTransport } from './transport/udp-multicast.js';
 import { UdpUnicastTransport } from './transport/udp-unicast.js';
