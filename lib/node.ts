@@ -78,11 +78,15 @@ const DEFAULT_CACHE = 'mccache';
 /** Picks the transport the settings ask for: NATS, unicast peers, or multicast (the default). */
 export function transportFor(settings: Readonly<Settings>, warn: (message: string) => void): Transport {
   if (settings.natsUrl) {
-    return new NatsTransport({
-      url: settings.natsUrl,
-      cluster: settings.cluster,
-      onWarning: warn,
-      tantrumPercent: settings.tantrum,
+    // Loaded on start, so that users of the UDP transports never import the nats client.
+    return new LazyTransport(`nats ${settings.natsUrl}`, async () => {
+      const { NatsTransport } = await import('./transport/nats.js');
+      return new NatsTransport({
+        url: settings.natsUrl,
+        cluster: settings.cluster,
+        onWarning: warn,
+        tantrumPercent: settings.tantrum,
+      });
     });
   }
   if (settings.peers.length > 0) {

@@ -783,10 +783,11 @@ export class ClusterEngine implements ReplicationSink {
       }
       member.window = new ReceiveWindow(entry.highestSeq, span);
     }
-    member.window.noteHighest(entry.highestSeq);
-    if (member.window.contiguous < entry.lowestRetained - 1 && entry.lowestRetained - 1 <= entry.highestSeq) {
+    const current = member.window;
+    current.noteHighest(entry.highestSeq);
+    if (current.contiguous < entry.lowestRetained - 1 && entry.lowestRetained - 1 <= entry.highestSeq) {
       // The sender no longer holds what we miss: give up on it and let anti-entropy repair.
-      this.counters.unrecoverable += member.window.skipTo(entry.lowestRetained - 1);
+      this.counters.unrecoverable += current.skipTo(entry.lowestRetained - 1);
       this.scheduleSync();
     }
     this.watchGaps(member);
