@@ -769,7 +769,7 @@ export class ClusterEngine implements ReplicationSink {
 
   private onAck(member: Member, entry: Extract<Entry, { op: typeof Op.ACK }>): void {
     const span = this.limits.maxWindowSpan;
-    const window = member.window;
+    let window = member.window;
     if (
       !window ||
       entry.highestSeq > window.contiguous + span ||
@@ -781,9 +781,10 @@ export class ClusterEngine implements ReplicationSink {
         this.counters.unrecoverable += Math.max(0, entry.highestSeq - window.contiguous);
         this.scheduleSync();
       }
-      member.window = new ReceiveWindow(entry.highestSeq, span);
+      window = new ReceiveWindow(entry.highestSeq, span);
+      member.window = window;
     }
-    const current = member.window;
+    const current = window;
     current.noteHighest(entry.highestSeq);
     if (current.contiguous < entry.lowestRetained - 1 && entry.lowestRetained - 1 <= entry.highestSeq) {
       // The sender no longer holds what we miss: give up on it and let anti-entropy repair.
