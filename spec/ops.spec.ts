@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Encoder } from 'cbor-x';
+import { Decoder, Encoder } from 'cbor-x';
 import fc from 'fast-check';
 import {
   decodeEntries,
   type Entry,
   encodeEntries,
   encodeEntry,
+  encodeEntryGeneric,
   MAX_BUCKETS,
   MAX_CACHE_NAME_LENGTH,
   MAX_KEY_LENGTH,
@@ -63,7 +64,7 @@ const entryArbitrary: fc.Arbitrary<Entry> = fc
       value,
     }),
     fc.record({ op: fc.constantFrom(Op.DEL, Op.EVT), cache: cacheName, key, tsm, writer: u32 }),
-    fc.record({ op: fc.constant(Op.RST), cache: fc.option(cacheName), tsm, writer: u32 }),
+    fc.record({ op: fc.constant(Op.RST), cache: fc.option(cacheName), tsm, writer: u32, target: u32 }),
     fc.record({
       op: fc.constant(Op.ACK),
       highestSeq: u32,
@@ -88,6 +89,7 @@ const entryArbitrary: fc.Arbitrary<Entry> = fc
       target: u32,
       cache: cacheName,
       bucket: fc.integer({ min: 0, max: MAX_BUCKETS - 1 }),
+      reply: fc.boolean(),
       versions: fc.array(fc.tuple(key, tsm, u32, crc, fc.boolean()), { maxLength: 10 }),
     }),
     fc.record({ op: fc.constant(Op.STE), target: u32 }),
@@ -131,6 +133,56 @@ describe('op entries round-trip', () => {
       }),
       { seed: SEED, numRuns: 300 },
     );
+  });
+
+  test('the fast data-op writer emits exactly the bytes of the pinned cbor-x encoder', () => {
+    fc.assert(
+      fc.property(entryArbitrary, (entry) => {
+        assert.deepEqual(Buffer.from(encodeEntry(entry)), Buffer.from(encodeEntryGeneric(entry)));
+      }),
+      { seed: SEED, numRuns: 3000 },
+    );
+  });
+
+  test('what the generic cbor-x decoder reads from an entry is [code, ...fields]', () => {
+    const decoder = new Decoder({ useRecords: false, mapsAsObjects: true });
+    const value = Buffer.from([1, 2, 3]);
+    const bytes = encodeEntry({
+      op: Op.UPD,
+      cache: 'é',
+      key: 'k'.repeat(300),
+      tsm: 2 ** 40,
+      writer: 7,
+      crc: 1n,
+      value,
+    });
+    assert.deepEqual(decoder.decode(bytes), [
+      Op.UPD,
+      'é',
+      'k'.repeat(300),
+      2 ** 40,
+      7,
+      Buffer.from([0, 0, 0, 0, 0, 0, 0, 1]),
+      value,
+    ]);
+  });
+
+  test('a data op that receivers would refuse cannot be encoded', () => {
+    const base = { op: Op.DEL, cache: 'c', key: 'k', tsm: 1, writer: 1 } as const;
+    assert.throws(() => encodeEntry({ ...base, tsm: -1 }), TypeError);
+    assert.throws(() => encodeEntry({ ...base, tsm: 1.5 }), TypeError);
+    assert.throws(() => encodeEntry({ ...base, writer: 2 ** 32 }), TypeError);
+    assert.throws(() => encodeEntry({ ...base, cache: 'c'.repeat(MAX_CACHE_NAME_LENGTH + 1) }), RangeError);
+    assert.throws(() => encodeEntry({ ...base, key: 'k'.repeat(MAX_KEY_LENGTH + 1) }), RangeError);
+  });
+
+  test('a timestamp may arrive in any integer or float width', () => {
+    const expected = [{ op: Op.DEL, cache: 'c', key: 'k', tsm: 1, writer: 2 }];
+    // 1 as a u64, a float16, a float32 and a float64
+    for (const tsm of ['1b0000000000000001', 'f93c00', 'fa3f800000', 'fb3ff0000000000000']) {
+      const bytes = Buffer.from(`85036163616b${tsm}02`, 'hex');
+      assert.deepEqual(decodeEntries(bytes), { ok: true, entries: expected }, tsm);
+    }
   });
 
   test('an empty message is an empty batch', () => {
@@ -219,10 +271,19 @@ describe('op entries reject hostile payloads', () => {
     assertRejected(Buffer.from([0x81, 0xfc]), 'decode'); // reserved additional info
   });
 
-  test('nesting deeper than the bound', () => {
-    const depth = MAX_RESULT_DEPTH + 10;
-    const nested = Buffer.concat([Buffer.alloc(depth, 0x81), Buffer.from([0x00])]);
-    assertRejected(nested, 'decode');
+  test('text that is not valid UTF-8', () => {
+    assertRejected(Buffer.from('85036163' + '62ff61' + '0102', 'hex'), 'decode');
+    assertRejected(Buffer.from('85036163' + '63eda080' + '0102', 'hex'), 'decode'); // a lone surrogate
+  });
+
+  test('nesting far deeper than the bound, without exhausting the stack', () => {
+    const depth = 200_000;
+    const nested = Buffer.concat([
+      Buffer.from([0x84, 0x13, 0x01, 0x00]),
+      Buffer.alloc(depth, 0x81),
+      Buffer.from([0x00]),
+    ]);
+    assertRejected(nested, 'shape');
   });
 
   test('an item that is not an array, or an empty array', () => {
@@ -246,7 +307,7 @@ describe('op entries reject hostile payloads', () => {
     assertRejected(rawEntry(Op.DEL, 'c', Buffer.from('k'), 1, 2), 'shape');
     assertRejected(rawEntry(Op.DEL, 'c', 'k', '1', 2), 'shape');
     assertRejected(rawEntry(Op.INS, 'c', 'k', 1, 2, Buffer.alloc(8), 'value'), 'shape');
-    assertRejected(rawEntry(Op.RST, undefined, 1, 2), 'shape');
+    assertRejected(rawEntry(Op.RST, undefined, 1, 2, 0), 'shape');
     assertRejected(rawEntry(Op.STE, null), 'shape');
     assertRejected(rawEntry(Op.REQ, 1, 'c', ['a', 2]), 'shape');
     assertRejected(rawEntry(Op.REQ, 1, 'c', 'a'), 'shape');
@@ -257,7 +318,8 @@ describe('op entries reject hostile payloads', () => {
     assertRejected(rawEntry(Op.DEL, 'c', 'k', -1, 2), 'shape');
     assertRejected(rawEntry(Op.DEL, 'c', 'k', 1.5, 2), 'shape');
     assertRejected(rawEntry(Op.DEL, 'c', 'k', 2 ** 53, 2), 'shape');
-    assertRejected(rawEntry(Op.DEL, 'c', 'k', 5n, 2), 'shape');
+    assertRejected(rawEntry(Op.DEL, 'c', 'k', 2n ** 53n, 2), 'shape');
+    assertRejected(rawEntry(Op.DEL, 'c', 'k', 2n ** 64n - 1n, 2), 'shape');
     assertRejected(rawEntry(Op.DEL, 'c', 'k', Number.NaN, 2), 'shape');
   });
 
@@ -280,7 +342,7 @@ describe('op entries reject hostile payloads', () => {
   test('a crc that is not exactly 8 bytes', () => {
     assertRejected(rawEntry(Op.INS, 'c', 'k', 1, 2, Buffer.alloc(7), Buffer.from([1])), 'shape');
     assertRejected(rawEntry(Op.INS, 'c', 'k', 1, 2, 12345, Buffer.from([1])), 'shape');
-    assertRejected(rawEntry(Op.SYD, 1, 'c', 0, [['k', 1, 2, Buffer.alloc(9), false]]), 'shape');
+    assertRejected(rawEntry(Op.SYD, 1, 'c', 0, false, [['k', 1, 2, Buffer.alloc(9), false]]), 'shape');
   });
 
   test('lists longer than their bound', () => {
@@ -290,8 +352,10 @@ describe('op entries reject hostile payloads', () => {
   });
 
   test('a bucket index beyond the bucket count, or a tombstone flag that is not boolean', () => {
-    assertRejected(rawEntry(Op.SYD, 1, 'c', MAX_BUCKETS, []), 'shape');
-    assertRejected(rawEntry(Op.SYD, 1, 'c', 0, [['k', 1, 2, Buffer.alloc(8), 0]]), 'shape');
+    assertRejected(rawEntry(Op.SYD, 1, 'c', MAX_BUCKETS, false, []), 'shape');
+    assertRejected(rawEntry(Op.SYD, 1, 'c', 0, false, [['k', 1, 2, Buffer.alloc(8), 0]]), 'shape');
+    assertRejected(rawEntry(Op.SYD, 1, 'c', 0, 1, []), 'shape');
+    assert.ok(decodeEntries(rawEntry(Op.SYD, 1, 'c', 0, true, [['k', 1, 2, Buffer.alloc(8), true]])).ok);
   });
 
   test('a CHK result nested deeper than the bound', () => {
@@ -306,8 +370,10 @@ describe('op entries reject hostile payloads', () => {
     assertRejected(Buffer.concat([good, good, bad, good]), 'shape');
   });
 
-  test('a map key that is not a string or number', () => {
-    // {[1]: 2} inside a CHK result: an array as a map key
-    assertRejected(Buffer.from([0x84, 0x13, 0x01, 0x00, 0xa1, 0x81, 0x01, 0x02]), 'decode');
+  test('a result map key that is not text', () => {
+    // {[1]: 2} and {1: 2} inside a CHK result
+    assertRejected(Buffer.from([0x84, 0x13, 0x01, 0x00, 0xa1, 0x81, 0x01, 0x02]), 'shape');
+    assertRejected(Buffer.from([0x84, 0x13, 0x01, 0x00, 0xa1, 0x01, 0x02]), 'shape');
+    assert.ok(decodeEntries(Buffer.from([0x84, 0x13, 0x01, 0x00, 0xa1, 0x61, 0x31, 0x02])).ok);
   });
 });

@@ -3,12 +3,18 @@
  * entries, each a CBOR array `[code, ...fields]`. Many small ops share one message (a batch); one
  * large op spans several fragments (see frame.ts).
  *
- * Decoding treats every byte as hostile: a structural pre-scan refuses anything but plain CBOR
- * (no tags, no indefinite lengths, no simple values beyond false/true/null/undefined, no length
- * larger than the bytes that remain, bounded nesting) before cbor-x sees it, so no cbor-x
- * extension (records, shared references, packed values, RegExp, Error) ever runs on network
- * input, and then every field of every entry is checked for type and range.
+ * Encoding: the data ops (INS, UPD, DEL, EVT) are written by a small hand-written CBOR writer, the
+ * measured hot path; it emits exactly the bytes the pinned cbor-x encoder emits for the same array
+ * (a property test checks this). Every other op goes through that cbor-x encoder.
+ *
+ * Decoding treats every byte as hostile. A hand-written reader walks the CBOR items and checks each
+ * field for type, range and bound as it goes; it refuses tags, indefinite lengths, simple values
+ * other than false/true/null/undefined, invalid UTF-8, and any length larger than the bytes that
+ * remain (so nothing is allocated from an unchecked length). Only the plain-data result of CHK/MTR
+ * is handed to cbor-x, after the same structural checks, so no cbor-x extension (records, shared
+ * references, packed values, RegExp, Error) ever runs on network input.
  */
+import { isUtf8 } from 'node:buffer';
 import { Decoder, Encoder } from 'cbor-x';
 
 /** Op codes. Data ops (1-5) travel on the sequenced DATA stream; the rest are control ops. */
@@ -45,8 +51,6 @@ export const MAX_LIST_ITEMS = 65_536;
 export const MAX_BUCKETS = 4096;
 /** Deepest nesting of a CHK/MTR result value. */
 export const MAX_RESULT_DEPTH = 32;
-/** Deepest CBOR nesting the pre-scan accepts (result depth plus the entry envelope). */
-const MAX_CBOR_DEPTH = MAX_RESULT_DEPTH + 4;
 
 /** A value write: INS (the key was absent at the writer) or UPD. `value` is the encoded value. */
 export interface WriteEntry {
@@ -181,9 +185,10 @@ export type Entry =
 export type EntriesRejection = 'decode' | 'shape';
 
 // The one place where the op codec's CBOR options are pinned; both ends must agree.
-// useRecords false + no structures: every message decodes alone (UDP may lose the earlier ones).
+// useRecords false, no structures: every message decodes alone (UDP may lose the earlier ones).
 // tagUint8Array false: byte strings travel as plain CBOR byte strings (major type 2), no tag.
-// copyBuffers true: a decoded value owns its bytes instead of pinning the whole datagram.
+// mapsAsObjects: a CHK/MTR result map decodes to a plain object (keys are text, checked first).
+// copyBuffers: a decoded byte string owns its bytes instead of pinning the whole datagram.
 const CBOR_OPTIONS = {
   useRecords: false,
   mapsAsObjects: true,
@@ -197,12 +202,16 @@ const CBOR_OPTIONS = {
 const opEncoder = new Encoder(CBOR_OPTIONS);
 const opDecoder = new Decoder(CBOR_OPTIONS);
 
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
 function crcBytes(crc: bigint): Buffer {
   const bytes = Buffer.allocUnsafe(8);
   bytes.writeBigUInt64BE(BigInt.asUintN(64, crc));
   return bytes;
 }
 
+/** The CBOR array of an entry, as the generic (cbor-x) path encodes it. */
 function entryArray(entry: Entry): unknown[] {
   switch (entry.op) {
     case Op.INS:
@@ -258,11 +267,150 @@ function entryArray(entry: Entry): unknown[] {
 }
 
 /**
+ * A scratch buffer and the few CBOR forms the data ops need, written exactly as cbor-x writes them
+ * (shortest heads; integers above 2^32 - 1 as float64, exact below 2^53).
+ */
+class DataOpWriter {
+  buffer = Buffer.allocUnsafe(4096);
+  view = new DataView(this.buffer.buffer, this.buffer.byteOffset, this.buffer.length);
+  position = 0;
+
+  reserve(bytes: number): void {
+    if (this.position + bytes <= this.buffer.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.position + bytes));
+    this.buffer.copy(grown, 0, 0, this.position);
+    this.buffer = grown;
+    this.view = new DataView(grown.buffer, grown.byteOffset, grown.length);
+  }
+
+  head(major: number, value: number): void {
+    const buffer = this.buffer;
+    const type = major << 5;
+    if (value < 24) {
+      buffer[this.position++] = type | value;
+    } else if (value < 0x100) {
+      buffer[this.position++] = type | 24;
+      buffer[this.position++] = value;
+    } else if (value < 0x10000) {
+      buffer[this.position++] = type | 25;
+      buffer[this.position++] = value >> 8;
+      buffer[this.position++] = value & 0xff;
+    } else {
+      buffer[this.position++] = type | 26;
+      this.view.setUint32(this.position, value);
+      this.position += 4;
+    }
+  }
+
+  /** A u32 (major 0) or, above that, a float64, as cbor-x writes numbers. */
+  number(value: number): void {
+    if (value >>> 0 === value) {
+      this.head(0, value);
+    } else {
+      this.buffer[this.position++] = 0xfb;
+      this.view.setFloat64(this.position, value);
+      this.position += 8;
+    }
+  }
+
+  text(value: string): void {
+    const length = value.length;
+    this.reserve(5 + length * 3);
+    const buffer = this.buffer;
+    if (length < 24) {
+      // Short ASCII, the common case: one pass, no native call.
+      let position = this.position + 1;
+      let i = 0;
+      for (; i < length; i++) {
+        const code = value.charCodeAt(i);
+        if (code >= 0x80) break;
+        buffer[position++] = code;
+      }
+      if (i === length) {
+        buffer[this.position] = 0x60 | length;
+        this.position = position;
+        return;
+      }
+    }
+    // Write the UTF-8 after room for the largest head, then move it next to the real head.
+    const room = length * 3 < 24 ? 1 : length * 3 < 0x100 ? 2 : length * 3 < 0x10000 ? 3 : 5;
+    const written = buffer.write(value, this.position + room, 'utf8');
+    const head = written < 24 ? 1 : written < 0x100 ? 2 : written < 0x10000 ? 3 : 5;
+    if (head !== room)
+      buffer.copyWithin(this.position + head, this.position + room, this.position + room + written);
+    this.head(3, written);
+    this.position += written;
+  }
+
+  crc(value: bigint): void {
+    this.buffer[this.position++] = 0x48;
+    this.view.setBigUint64(this.position, BigInt.asUintN(64, value));
+    this.position += 8;
+  }
+
+  /** Everything written so far followed by `tail`, in a new buffer; resets the writer. */
+  take(tail?: Uint8Array): Buffer {
+    const length = this.position + (tail?.length ?? 0);
+    const out = Buffer.allocUnsafe(length);
+    this.buffer.copy(out, 0, 0, this.position);
+    if (tail !== undefined) out.set(tail, this.position);
+    this.position = 0;
+    return out;
+  }
+}
+
+const dataOpWriter = new DataOpWriter();
+
+function checkDataOp(entry: WriteEntry | RemoveEntry): void {
+  if (!Number.isSafeInteger(entry.tsm) || entry.tsm < 0) {
+    throw new TypeError(`op tsm must be a non-negative safe integer; got ${entry.tsm}`);
+  }
+  if (entry.writer >>> 0 !== entry.writer)
+    throw new TypeError(`op writer must be a u32 node id; got ${entry.writer}`);
+  if (entry.cache.length > MAX_CACHE_NAME_LENGTH) {
+    throw new RangeError(
+      `cache name longer than ${MAX_CACHE_NAME_LENGTH} characters: ${entry.cache.slice(0, 40)}...`,
+    );
+  }
+  if (entry.key.length > MAX_KEY_LENGTH) {
+    throw new RangeError(`key longer than ${MAX_KEY_LENGTH} characters in cache ${entry.cache}`);
+  }
+}
+
+function encodeDataOp(entry: WriteEntry | RemoveEntry): Buffer {
+  checkDataOp(entry);
+  const writer = dataOpWriter;
+  writer.position = 0;
+  writer.reserve(64);
+  const isWrite = entry.op === Op.INS || entry.op === Op.UPD;
+  writer.buffer[writer.position++] = isWrite ? 0x87 : 0x85;
+  writer.buffer[writer.position++] = entry.op;
+  writer.text(entry.cache);
+  writer.text(entry.key);
+  writer.reserve(32);
+  writer.number(entry.tsm);
+  writer.head(0, entry.writer);
+  if (!isWrite) return writer.take();
+  writer.crc(entry.crc);
+  writer.head(2, entry.value.length);
+  return writer.take(entry.value);
+}
+
+/**
  * Encodes one entry as a CBOR array. Concatenate the results to build a message (a CBOR sequence).
- * Throws a TypeError only for a CHK/MTR result that is not plain data (a programming error).
+ * Throws (a programming error, never a network one) for a CHK/MTR result that is not plain data,
+ * and for a data op whose tsm, writer, cache name or key is out of the range receivers accept.
  */
 export function encodeEntry(entry: Entry): Uint8Array {
-  return opEncoder.encode(entryArray(entry));
+  switch (entry.op) {
+    case Op.INS:
+    case Op.UPD:
+    case Op.DEL:
+    case Op.EVT:
+      return encodeDataOp(entry);
+    default:
+      return opEncoder.encode(entryArray(entry));
+  }
 }
 
 /**
@@ -270,164 +418,345 @@ export function encodeEntry(entry: Entry): Uint8Array {
  * Equivalent to concatenating {@link encodeEntry} of each.
  */
 export function encodeEntries(entries: readonly Entry[]): Buffer {
-  const parts = entries.map(encodeEntry);
-  return Buffer.concat(parts);
+  return Buffer.concat(entries.map(encodeEntry));
 }
-
-// ---------------------------------------------------------------------------------------------
-// Structural pre-scan: linear in the number of CBOR items, allocates nothing but a small stack.
 
 /**
- * Checks that `bytes` is a sequence of well-formed, definite-length, untagged CBOR items, nested at
- * most {@link MAX_CBOR_DEPTH} deep, whose lengths all fit in what remains of the buffer.
+ * The generic cbor-x encoding of an entry, `[code, ...fields]` with the pinned options. The wire
+ * form of every entry is exactly these bytes; exported so tests can hold the fast path to it.
  */
-function isPlainCborSequence(bytes: Uint8Array): boolean {
-  const end = bytes.length;
-  // remaining[d] = items still expected in the container open at depth d (depth 0 = the sequence).
-  const remaining = new Array<number>(MAX_CBOR_DEPTH + 1);
-  let depth = 0;
-  remaining[0] = Number.POSITIVE_INFINITY;
-  let position = 0;
-  while (position < end) {
-    const initial = bytes[position++]!;
-    const major = initial >> 5;
-    const info = initial & 0x1f;
-    let argument: number;
-    if (info < 24) {
-      argument = info;
-    } else if (info === 24) {
-      if (position + 1 > end) return false;
-      argument = bytes[position]!;
-      position += 1;
-    } else if (info === 25) {
-      if (position + 2 > end) return false;
-      argument = (bytes[position]! << 8) | bytes[position + 1]!;
-      position += 2;
-    } else if (info === 26) {
-      if (position + 4 > end) return false;
-      argument =
-        bytes[position]! * 0x1000000 +
-        ((bytes[position + 1]! << 16) | (bytes[position + 2]! << 8) | bytes[position + 3]!);
-      position += 4;
-    } else if (info === 27) {
-      if (position + 8 > end) return false;
-      const high =
-        bytes[position]! * 0x1000000 +
-        ((bytes[position + 1]! << 16) | (bytes[position + 2]! << 8) | bytes[position + 3]!);
-      // Lengths above 2^32 can never fit in a buffer; integers (major 0/1) may use all 64 bits.
-      argument = high === 0 ? 0 : Number.POSITIVE_INFINITY;
-      argument +=
-        bytes[position + 4]! * 0x1000000 +
-        ((bytes[position + 5]! << 16) | (bytes[position + 6]! << 8) | bytes[position + 7]!);
-      position += 8;
-    } else {
-      return false; // 28-30 reserved, 31 indefinite length or break
-    }
-    const left = end - position;
-    switch (major) {
-      case 0:
-      case 1:
-        break;
-      case 2:
-      case 3:
-        if (argument > left) return false;
-        position += argument;
-        break;
-      case 4:
-        if (argument > left) return false; // every item takes at least one byte
-        if (argument > 0) {
-          if (depth === MAX_CBOR_DEPTH) return false;
-          remaining[depth]! -= 1; // the container itself is an item of its parent
-          remaining[++depth] = argument + 1; // +1: compensates the decrement below
-        }
-        break;
-      case 5:
-        if (argument * 2 > left) return false;
-        if (argument > 0) {
-          if (depth === MAX_CBOR_DEPTH) return false;
-          remaining[depth]! -= 1;
-          remaining[++depth] = argument * 2 + 1;
-        }
-        break;
-      case 6:
-        return false; // no tags: no cbor-x extension runs on network input
-      default:
-        // major 7: false, true, null, undefined and the three float widths only
-        if (!(info >= 20 && info <= 23) && !(info >= 25 && info <= 27)) return false;
-        break;
-    }
-    remaining[depth]! -= 1;
-    while (depth > 0 && remaining[depth] === 0) depth--;
-  }
-  return depth === 0;
+export function encodeEntryGeneric(entry: Entry): Uint8Array {
+  return opEncoder.encode(entryArray(entry));
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shape validation of decoded entries.
+// Decoding: a reader over module-level state (one decode at a time, never re-entered).
 
-class ShapeError extends Error {}
-const SHAPE = new ShapeError('shape');
+/** Malformed or forbidden CBOR. */
+const DECODE_ERROR = new Error('decode');
+/** Well-formed CBOR that is not a valid entry. */
+const SHAPE_ERROR = new Error('shape');
 
-function fail(): never {
-  throw SHAPE;
+function malformed(): never {
+  throw DECODE_ERROR;
 }
 
-function u32(value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 0xffffffff) fail();
+function misshapen(): never {
+  throw SHAPE_ERROR;
+}
+
+const EMPTY = Buffer.alloc(0);
+let source: Buffer = EMPTY;
+let sourceView: DataView = new DataView(EMPTY.buffer, 0, 0);
+let position = 0;
+let end = 0;
+/** Of the last head read: major type, additional information and argument. */
+let major = 0;
+let info = 0;
+let argument = 0;
+
+/**
+ * Reads one item head. Refuses (as malformed) truncation, reserved and indefinite-length heads,
+ * tags, simple values other than false/true/null/undefined, and any string, array or map length
+ * that cannot fit in the bytes that remain.
+ */
+function readHead(): void {
+  if (position >= end) malformed();
+  const initial = source[position++]!;
+  major = initial >> 5;
+  info = initial & 0x1f;
+  if (info < 24) {
+    argument = info;
+  } else if (info === 24) {
+    if (position + 1 > end) malformed();
+    argument = source[position++]!;
+  } else if (info === 25) {
+    if (position + 2 > end) malformed();
+    argument = sourceView.getUint16(position);
+    position += 2;
+  } else if (info === 26) {
+    if (position + 4 > end) malformed();
+    argument = sourceView.getUint32(position);
+    position += 4;
+  } else if (info === 27) {
+    if (position + 8 > end) malformed();
+    // Exact below 2^53; anything above is out of every range checked below anyway.
+    argument = sourceView.getUint32(position) * 0x1_0000_0000 + sourceView.getUint32(position + 4);
+    position += 8;
+  } else {
+    malformed();
+  }
+  switch (major) {
+    case 2:
+    case 3:
+    case 4:
+      if (argument > end - position) malformed();
+      break;
+    case 5:
+      if (argument * 2 > end - position) malformed();
+      break;
+    case 6:
+      malformed();
+      break;
+    case 7:
+      if (info < 20 || info === 24) malformed();
+      break;
+  }
+}
+
+/** The value of the float whose head was just read (info 25, 26 or 27). */
+function floatValue(): number {
+  if (info === 27) return sourceView.getFloat64(position - 8);
+  if (info === 26) return sourceView.getFloat32(position - 4);
+  const half = sourceView.getUint16(position - 2);
+  const exponent = (half >> 10) & 0x1f;
+  const fraction = half & 0x3ff;
+  const magnitude =
+    exponent === 0
+      ? fraction * 2 ** -24
+      : exponent === 31
+        ? fraction === 0
+          ? Number.POSITIVE_INFINITY
+          : Number.NaN
+        : (1 + fraction / 1024) * 2 ** (exponent - 15);
+  return half & 0x8000 ? -magnitude : magnitude;
+}
+
+function readU32(): number {
+  readHead();
+  if (major !== 0 || argument > 0xffffffff) misshapen();
+  return argument;
+}
+
+function readTimestamp(): number {
+  readHead();
+  if (major === 0) {
+    if (argument > Number.MAX_SAFE_INTEGER) misshapen();
+    return argument;
+  }
+  if (major !== 7 || info < 25) misshapen();
+  const value = floatValue();
+  if (!Number.isSafeInteger(value) || value < 0) misshapen();
   return value;
 }
 
-function timestamp(value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) fail();
-  return value;
+function readBoolean(): boolean {
+  readHead();
+  if (major !== 7 || (info !== 20 && info !== 21)) misshapen();
+  return info === 21;
 }
 
-function boundedString(value: unknown, maxLength: number): string {
-  if (typeof value !== 'string' || value.length > maxLength) fail();
-  return value;
+function readText(maxLength: number): string {
+  readHead();
+  if (major !== 3) misshapen();
+  const length = argument;
+  // A UTF-16 code unit takes at most 3 UTF-8 bytes: longer byte strings cannot be within the bound.
+  if (length > maxLength * 3) misshapen();
+  const start = position;
+  const stop = start + length;
+  let ascii = true;
+  for (let i = start; i < stop; i++) {
+    if (source[i]! >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  let text: string;
+  if (ascii) {
+    text = source.toString('latin1', start, stop);
+  } else {
+    if (!isUtf8(source.subarray(start, stop))) malformed();
+    text = source.toString('utf8', start, stop);
+  }
+  position = stop;
+  if (text.length > maxLength) misshapen();
+  return text;
 }
 
-function cacheName(value: unknown): string {
-  return boundedString(value, MAX_CACHE_NAME_LENGTH);
+function readOptionalText(maxLength: number): string | null {
+  if (position < end && source[position] === 0xf6) {
+    position++;
+    return null;
+  }
+  return readText(maxLength);
 }
 
-function optionalCacheName(value: unknown): string | null {
-  return value === null ? null : cacheName(value);
+function readBytes(): Buffer {
+  readHead();
+  if (major !== 2) misshapen();
+  // A copy with its own memory: a cached value must not pin the datagram it came in.
+  const bytes = Uint8Array.prototype.slice.call(source, position, position + argument) as Buffer;
+  position += argument;
+  return bytes;
 }
 
-function key(value: unknown): string {
-  return boundedString(value, MAX_KEY_LENGTH);
+function readCrc(): bigint {
+  readHead();
+  if (major !== 2 || argument !== 8) misshapen();
+  const crc = sourceView.getBigUint64(position);
+  position += 8;
+  return crc;
 }
 
-function bytes(value: unknown): Uint8Array {
-  if (!(value instanceof Uint8Array)) fail();
-  return value;
+function readListHead(maxItems: number): number {
+  readHead();
+  if (major !== 4 || argument > maxItems) misshapen();
+  return argument;
 }
 
-function crc(value: unknown): bigint {
-  if (!(value instanceof Uint8Array) || value.length !== 8) fail();
-  const view = new DataView(value.buffer, value.byteOffset, 8);
-  return view.getBigUint64(0);
-}
-
-function list(value: unknown, maxItems = MAX_LIST_ITEMS): unknown[] {
-  if (!Array.isArray(value) || value.length > maxItems) fail();
-  return value;
-}
-
-function tuple(value: unknown, length: number): unknown[] {
-  if (!Array.isArray(value) || value.length !== length) fail();
-  return value;
-}
-
-function u32Pairs(value: unknown): Array<[number, number]> {
-  const items = list(value);
-  const pairs = new Array<[number, number]>(items.length);
-  for (let i = 0; i < items.length; i++) {
-    const pair = tuple(items[i], 2);
-    pairs[i] = [u32(pair[0]), u32(pair[1])];
+function readU32Pairs(): Array<[number, number]> {
+  const count = readListHead(MAX_LIST_ITEMS);
+  const pairs = new Array<[number, number]>(count);
+  for (let i = 0; i < count; i++) {
+    if (readListHead(2) !== 2) misshapen();
+    pairs[i] = [readU32(), readU32()];
   }
   return pairs;
+}
+
+/**
+ * Reads a CHK/MTR result: first walks it (no recursion) to check that it is plain CBOR nested at
+ * most MAX_RESULT_DEPTH deep with text map keys, then lets cbor-x build the value from those bytes.
+ */
+function readPlainData(): unknown {
+  const start = position;
+  const remaining: number[] = [];
+  const inMap: boolean[] = [];
+  do {
+    const depth = remaining.length;
+    if (depth > 0) {
+      // In a map, items at an even count left are keys.
+      const isKey = inMap[depth - 1]! && remaining[depth - 1]! % 2 === 0;
+      remaining[depth - 1]!--;
+      readHead();
+      if (isKey && major !== 3) misshapen();
+    } else {
+      readHead();
+    }
+    if (major === 2 || major === 3) {
+      position += argument;
+    } else if ((major === 4 || major === 5) && argument > 0) {
+      if (remaining.length >= MAX_RESULT_DEPTH) misshapen();
+      remaining.push(major === 5 ? argument * 2 : argument);
+      inMap.push(major === 5);
+    }
+    while (remaining.length > 0 && remaining[remaining.length - 1] === 0) {
+      remaining.pop();
+      inMap.pop();
+    }
+  } while (remaining.length > 0);
+  let value: unknown;
+  try {
+    value = opDecoder.decode(source.subarray(start, position));
+  } catch {
+    malformed();
+  }
+  if (!isPlainData(value)) misshapen();
+  return value;
+}
+
+function expectArity(actual: number, expected: number): void {
+  if (actual !== expected) misshapen();
+}
+
+function readEntry(): Entry {
+  readHead();
+  if (major !== 4 || argument === 0) misshapen();
+  const arity = argument;
+  const op = readU32();
+  switch (op) {
+    case Op.INS:
+    case Op.UPD:
+      expectArity(arity, 7);
+      return {
+        op,
+        cache: readText(MAX_CACHE_NAME_LENGTH),
+        key: readText(MAX_KEY_LENGTH),
+        tsm: readTimestamp(),
+        writer: readU32(),
+        crc: readCrc(),
+        value: readBytes(),
+      };
+    case Op.DEL:
+    case Op.EVT:
+      expectArity(arity, 5);
+      return {
+        op,
+        cache: readText(MAX_CACHE_NAME_LENGTH),
+        key: readText(MAX_KEY_LENGTH),
+        tsm: readTimestamp(),
+        writer: readU32(),
+      };
+    case Op.RST:
+      expectArity(arity, 5);
+      return {
+        op,
+        cache: readOptionalText(MAX_CACHE_NAME_LENGTH),
+        tsm: readTimestamp(),
+        writer: readU32(),
+        target: readU32(),
+      };
+    case Op.ACK:
+      expectArity(arity, 4);
+      return { op, highestSeq: readU32(), lowestRetained: readU32(), received: readU32Pairs() };
+    case Op.NAK:
+      expectArity(arity, 3);
+      return { op, target: readU32(), missing: readU32Pairs() };
+    case Op.REQ: {
+      expectArity(arity, 4);
+      const target = readU32();
+      const cache = readText(MAX_CACHE_NAME_LENGTH);
+      const keys = new Array<string>(readListHead(MAX_LIST_ITEMS));
+      for (let i = 0; i < keys.length; i++) keys[i] = readText(MAX_KEY_LENGTH);
+      return { op, target, cache, keys };
+    }
+    case Op.NEW:
+    case Op.BYE:
+      expectArity(arity, 1);
+      return { op };
+    case Op.SYC: {
+      expectArity(arity, 3);
+      const cache = readText(MAX_CACHE_NAME_LENGTH);
+      const buckets = new Array<number>(readListHead(MAX_BUCKETS));
+      for (let i = 0; i < buckets.length; i++) buckets[i] = readU32();
+      return { op, cache, buckets };
+    }
+    case Op.SYD: {
+      expectArity(arity, 6);
+      const target = readU32();
+      const cache = readText(MAX_CACHE_NAME_LENGTH);
+      const bucket = readU32();
+      if (bucket >= MAX_BUCKETS) misshapen();
+      const reply = readBoolean();
+      const versions = new Array<[string, number, number, bigint, boolean]>(readListHead(MAX_LIST_ITEMS));
+      for (let i = 0; i < versions.length; i++) {
+        if (readListHead(5) !== 5) misshapen();
+        versions[i] = [readText(MAX_KEY_LENGTH), readTimestamp(), readU32(), readCrc(), readBoolean()];
+      }
+      return { op, target, cache, bucket, reply, versions };
+    }
+    case Op.STE:
+      expectArity(arity, 2);
+      return { op, target: readU32() };
+    case Op.INQ:
+      expectArity(arity, 5);
+      return {
+        op,
+        requestId: readU32(),
+        target: readU32(),
+        cache: readOptionalText(MAX_CACHE_NAME_LENGTH),
+        key: readOptionalText(MAX_KEY_LENGTH),
+      };
+    case Op.CHK:
+    case Op.MTR:
+      expectArity(arity, 4);
+      return { op, requestId: readU32(), target: readU32(), result: readPlainData() };
+    case Op.MET:
+      expectArity(arity, 4);
+      return { op, requestId: readU32(), target: readU32(), cache: readOptionalText(MAX_CACHE_NAME_LENGTH) };
+    default:
+      return misshapen();
+  }
 }
 
 function isPlainObject(value: object): boolean {
@@ -466,104 +795,6 @@ export function isPlainData(value: unknown, depth = 0): boolean {
   }
 }
 
-function entryFrom(item: unknown): Entry {
-  if (!Array.isArray(item) || item.length === 0) fail();
-  const op = item[0];
-  switch (op) {
-    case Op.INS:
-    case Op.UPD:
-      tuple(item, 7);
-      return {
-        op,
-        cache: cacheName(item[1]),
-        key: key(item[2]),
-        tsm: timestamp(item[3]),
-        writer: u32(item[4]),
-        crc: crc(item[5]),
-        value: bytes(item[6]),
-      };
-    case Op.DEL:
-    case Op.EVT:
-      tuple(item, 5);
-      return {
-        op,
-        cache: cacheName(item[1]),
-        key: key(item[2]),
-        tsm: timestamp(item[3]),
-        writer: u32(item[4]),
-      };
-    case Op.RST:
-      tuple(item, 5);
-      return {
-        op,
-        cache: optionalCacheName(item[1]),
-        tsm: timestamp(item[2]),
-        writer: u32(item[3]),
-        target: u32(item[4]),
-      };
-    case Op.ACK:
-      tuple(item, 4);
-      return { op, highestSeq: u32(item[1]), lowestRetained: u32(item[2]), received: u32Pairs(item[3]) };
-    case Op.NAK:
-      tuple(item, 3);
-      return { op, target: u32(item[1]), missing: u32Pairs(item[2]) };
-    case Op.REQ: {
-      tuple(item, 4);
-      const keys = list(item[3]);
-      for (const k of keys) key(k);
-      return { op, target: u32(item[1]), cache: cacheName(item[2]), keys: keys as string[] };
-    }
-    case Op.NEW:
-    case Op.BYE:
-      tuple(item, 1);
-      return { op };
-    case Op.SYC: {
-      tuple(item, 3);
-      const buckets = list(item[2], MAX_BUCKETS);
-      for (const digest of buckets) u32(digest);
-      return { op, cache: cacheName(item[1]), buckets: buckets as number[] };
-    }
-    case Op.SYD: {
-      tuple(item, 6);
-      const bucket = u32(item[3]);
-      if (bucket >= MAX_BUCKETS) fail();
-      const reply = item[4];
-      if (typeof reply !== 'boolean') fail();
-      const raw = list(item[5]);
-      const versions = new Array<[string, number, number, bigint, boolean]>(raw.length);
-      for (let i = 0; i < raw.length; i++) {
-        const version = tuple(raw[i], 5);
-        const tombstone = version[4];
-        if (typeof tombstone !== 'boolean') fail();
-        versions[i] = [key(version[0]), timestamp(version[1]), u32(version[2]), crc(version[3]), tombstone];
-      }
-      return { op, target: u32(item[1]), cache: cacheName(item[2]), bucket, reply, versions };
-    }
-    case Op.STE:
-      tuple(item, 2);
-      return { op, target: u32(item[1]) };
-    case Op.INQ:
-      tuple(item, 5);
-      return {
-        op,
-        requestId: u32(item[1]),
-        target: u32(item[2]),
-        cache: optionalCacheName(item[3]),
-        key: item[4] === null ? null : key(item[4]),
-      };
-    case Op.CHK:
-    case Op.MTR:
-      tuple(item, 4);
-      if (!isPlainData(item[3])) fail();
-      return { op, requestId: u32(item[1]), target: u32(item[2]), result: item[3] };
-    case Op.MET:
-      tuple(item, 4);
-      return { op, requestId: u32(item[1]), target: u32(item[2]), cache: optionalCacheName(item[3]) };
-    default:
-      fail();
-  }
-}
-
 /**
  * Decodes a message (a CBOR sequence of entries) received from the network. Never throws:
  * malformed CBOR, or anything beyond plain definite-length untagged CBOR, gives 'decode'; a
@@ -573,20 +804,23 @@ function entryFrom(item: unknown): Entry {
 export function decodeEntries(
   payload: Uint8Array,
 ): { ok: true; entries: Entry[] } | { ok: false; reason: EntriesRejection } {
-  if (payload.length === 0) return { ok: true, entries: [] };
-  if (!isPlainCborSequence(payload)) return { ok: false, reason: 'decode' };
-  let items: unknown[];
+  source = Buffer.isBuffer(payload)
+    ? payload
+    : Buffer.from(payload.buffer, payload.byteOffset, payload.length);
+  sourceView = new DataView(source.buffer, source.byteOffset, source.length);
+  position = 0;
+  end = source.length;
+  const entries: Entry[] = [];
   try {
-    items = opDecoder.decodeMultiple(payload) as unknown[];
-  } catch {
+    while (position < end) entries.push(readEntry());
+    return { ok: true, entries };
+  } catch (error) {
+    if (error === SHAPE_ERROR) return { ok: false, reason: 'shape' };
+    // DECODE_ERROR, or anything thrown on the way (a RangeError from a read past the end): malformed.
     return { ok: false, reason: 'decode' };
+  } finally {
+    // Do not keep the last datagram alive.
+    source = EMPTY;
+    sourceView = new DataView(EMPTY.buffer, 0, 0);
   }
-  if (!Array.isArray(items)) return { ok: false, reason: 'decode' };
-  const entries = new Array<Entry>(items.length);
-  try {
-    for (let i = 0; i < items.length; i++) entries[i] = entryFrom(items[i]);
-  } catch {
-    return { ok: false, reason: 'shape' };
-  }
-  return { ok: true, entries };
 }
