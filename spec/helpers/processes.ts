@@ -1,0 +1,276 @@
+/**
+ * Real member processes for tests on UDP multicast: spawn them (spec/fixtures/udp-member.ts under
+ * tsx), talk to them over IPC with deadlines, and always kill them, whatever the test did.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import type { EngineTiming } from '../../lib/cluster/engine.js';
+import type { MemberCommand, MemberMetrics, MemberOp, MemberReply } from '../fixtures/udp-member.js';
+
+const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const MEMBER_SCRIPT = fileURLToPath(new URL('../fixtures/udp-member.ts', import.meta.url));
+
+/** Loopback only: test traffic never leaves the machine. */
+export const LOOPBACK = '127.0.0.1';
+
+/** A fresh group and port, so runs (and tests running alongside) never hear each other. */
+export function randomGroup(): { group: string; port: number } {
+  return {
+    group: `239.${randomInt(1, 255)}.${randomInt(0, 256)}.${randomInt(1, 255)}`,
+    port: randomInt(20_000, 60_000),
+  };
+}
+
+/**
+ * Polls `condition` until it returns something other than false/undefined, and returns that.
+ * Throws after `deadlineMs`, naming `what` and, if given, `explain()` (the state that did not match).
+ */
+export async function waitFor<T>(
+  condition: () => T | false | undefined | Promise<T | false | undefined>,
+  deadlineMs: number,
+  what: string,
+  explain?: () => unknown | Promise<unknown>,
+): Promise<T> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    const value = await condition();
+    if (value !== false && value !== undefined) return value;
+    if (Date.now() > deadline) {
+      const detail = explain ? `: ${JSON.stringify(await explain())}` : '';
+      throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}${detail}`);
+    }
+    await sleep(10);
+  }
+}
+
+/** How a member process is configured. */
+export interface MemberSpec {
+  /** Label used in error messages. */
+  name: string;
+  cluster?: string;
+  /** Fernet key(s), comma-separated; none means no encryption. */
+  cryptoKey?: string;
+  /** TEST_MONKEY_TANTRUM percentage. */
+  tantrum?: number;
+  /** Anti-entropy pulse in seconds (MCCACHE_CACHE_PULSE); the default otherwise. */
+  pulse?: number;
+  timing?: Partial<EngineTiming>;
+}
+
+type Command = MemberCommand extends infer C ? (C extends unknown ? Omit<C, 'id'> : never) : never;
+
+/** One running member process. */
+export class MemberProcess {
+  /** The member's node id (8 hex digits), known once it is ready. */
+  nodeId = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private nextId = 1;
+  private stderr = '';
+  private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (text: string) => {
+      // Kept (bounded) for failure messages.
+      this.stderr = (this.stderr + text).slice(-4000);
+    });
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exitInfo = { code, signal };
+        const error = new Error(`${name} exited (code ${code}, signal ${signal}): ${this.stderr}`);
+        for (const pending of this.waiting.values()) pending.reject(error);
+        this.waiting.clear();
+        resolve({ code, signal });
+      });
+    });
+    child.on('message', (reply: MemberReply) => {
+      if ('ready' in reply) return;
+      const pending = this.waiting.get(reply.id);
+      if (!pending) return;
+      this.waiting.delete(reply.id);
+      if (reply.ok) pending.resolve(reply.result);
+      else pending.reject(new Error(`${name}: ${reply.error}`));
+    });
+  }
+
+  get alive(): boolean {
+    return this.exitInfo === undefined;
+  }
+
+  /** Sends a command and waits for its answer, at most `deadlineMs`. */
+  request<T = unknown>(command: Command, deadlineMs = 10_000): Promise<T> {
+    if (!this.alive) return Promise.reject(new Error(`${this.name} is not running: ${this.stderr}`));
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        reject(new Error(`${this.name} did not answer ${Object.keys(command)[0]} within ${deadlineMs} ms`));
+      }, deadlineMs);
+      this.waiting.set(id, {
+        resolve: (value) => {
+          clearTimeout(timer);
+          resolve(value as T);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      });
+      this.child.send({ ...command, id } as MemberCommand);
+    });
+  }
+
+  write(key: string, value: unknown): Promise<unknown> {
+    return this.request({ write: { key, value } });
+  }
+
+  delete(key: string): Promise<unknown> {
+    return this.request({ delete: { key } });
+  }
+
+  /** Applies ops in order, pausing `pauseMs` after every `chunk` ops. */
+  apply(ops: MemberOp[], chunk = 10, pauseMs = 1): Promise<number> {
+    return this.request<number>({ apply: { ops, chunk, pauseMs } }, 30_000);
+  }
+
+  checksum(): Promise<Record<string, { crc: string; tsm: number }>> {
+    return this.request({ checksum: {} });
+  }
+
+  entries(): Promise<Record<string, unknown>> {
+    return this.request({ entries: {} });
+  }
+
+  metrics(): Promise<MemberMetrics> {
+    return this.request<MemberMetrics>({ metrics: {} });
+  }
+
+  /** Graceful exit: shutdown() (BYE), then the process ends. */
+  async shutdown(): Promise<void> {
+    await this.request({ exit: {} });
+    await this.exited;
+  }
+
+  /** kill -9: no BYE, no flush. */
+  async crash(): Promise<void> {
+    this.child.kill('SIGKILL');
+    await this.exited;
+  }
+}
+
+/**
+ * The member processes of one test, on one fresh group and port, with logs in a temp dir.
+ * Use with try/finally: {@link ProcessCluster.close} kills whatever is still running.
+ */
+export class ProcessCluster {
+  readonly group: string;
+  readonly port: number;
+  readonly members: MemberProcess[] = [];
+  private readonly logDir = mkdtempSync(join(tmpdir(), 'mccache-udp-'));
+
+  constructor() {
+    ({ group: this.group, port: this.port } = randomGroup());
+  }
+
+  /** Starts a member and waits until its network is up. */
+  async spawn(spec: MemberSpec, deadlineMs = 20_000): Promise<MemberProcess> {
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      MCCACHE_MULTICAST_IP: this.group,
+      MCCACHE_MULTICAST_PORT: String(this.port),
+      MCCACHE_MULTICAST_IF: LOOPBACK,
+      MCCACHE_MULTICAST_HOPS: '1',
+      MCCACHE_LOG_FILENAME: join(this.logDir, `${spec.name}.log`),
+      MCCACHE_CACHE_MAX: '100000',
+    };
+    if (spec.cluster !== undefined) env.MCCACHE_CLUSTER = spec.cluster;
+    if (spec.cryptoKey !== undefined) env.MCCACHE_CRYPTO_KEY = spec.cryptoKey;
+    if (spec.tantrum !== undefined) env.TEST_MONKEY_TANTRUM = String(spec.tantrum);
+    if (spec.pulse !== undefined) env.MCCACHE_CACHE_PULSE = String(spec.pulse);
+    if (spec.timing !== undefined) env.UDP_MEMBER_TIMING = JSON.stringify(spec.timing);
+    const child = spawn(process.execPath, ['--import', 'tsx', MEMBER_SCRIPT], {
+      cwd: PROJECT_ROOT,
+      env,
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      serialization: 'advanced',
+    });
+    const member = new MemberProcess(spec.name, child);
+    this.members.push(member);
+    const ready = new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`${spec.name} not ready within ${deadlineMs} ms`)),
+        deadlineMs,
+      );
+      child.on('message', (reply: MemberReply) => {
+        if ('ready' in reply) {
+          clearTimeout(timer);
+          resolve(reply.ready);
+        }
+      });
+      member.exited.then(({ code, signal }) => {
+        clearTimeout(timer);
+        reject(new Error(`${spec.name} exited before ready (code ${code}, signal ${signal})`));
+      });
+    });
+    member.nodeId = await ready;
+    return member;
+  }
+
+  /** Starts several members at once. */
+  spawnAll(specs: MemberSpec[]): Promise<MemberProcess[]> {
+    return Promise.all(specs.map((spec) => this.spawn(spec)));
+  }
+
+  /** Kills every member still running (SIGKILL), waits for them, and removes the logs. */
+  async close(): Promise<void> {
+    await Promise.all(
+      this.members.map(async (member) => {
+        if (member.alive) member.child.kill('SIGKILL');
+        await member.exited;
+      }),
+    );
+    rmSync(this.logDir, { recursive: true, force: true });
+  }
+}
+
+/** True when every member holds the same checksum; returns the common checksum then. */
+export async function commonChecksum(
+  members: MemberProcess[],
+): Promise<Record<string, { crc: string; tsm: number }> | undefined> {
+  const sums = await Promise.all(members.map((member) => member.checksum()));
+  const first = JSON.stringify(sums[0]);
+  return sums.every((sum) => JSON.stringify(sum) === first) ? sums[0] : undefined;
+}
+
+/** Keys whose checksum differs between members, for failure messages. */
+export async function checksumDifferences(members: MemberProcess[]): Promise<Record<string, unknown[]>> {
+  const sums = await Promise.all(members.map((member) => member.checksum()));
+  const keys = new Set(sums.flatMap((sum) => Object.keys(sum)));
+  const differing: Record<string, unknown[]> = {};
+  for (const key of keys) {
+    const versions = sums.map((sum) => sum[key]);
+    if (new Set(versions.map((v) => JSON.stringify(v))).size > 1) differing[key] = versions;
+  }
+  return differing;
+}
+
+/** Waits until every member counts `count` others (NEW/heartbeats have been heard all round). */
+export function waitForMembers(members: MemberProcess[], count: number, deadlineMs: number): Promise<true> {
+  return waitFor(
+    async () =>
+      (await Promise.all(members.map((m) => m.metrics()))).every((m) => m.cluster.members === count),
+    deadlineMs,
+    `every member to count ${count} others`,
+    async () => (await Promise.all(members.map((m) => m.metrics()))).map((m) => m.cluster.members),
+  );
+}
