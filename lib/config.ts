@@ -331,7 +331,7 @@ export function resolveSettings(sources: SettingsSources = {}): Readonly<Setting
     }
   }
   for (const [name, value] of Object.entries(sources.overrides ?? {})) {
-    if (!(name in SOURCES))
+    if (!Object.hasOwn(SOURCES, name))
       throw new ConfigError(`unknown option "${name}": expected one of ${Object.keys(SOURCES).join(', ')}`);
     if (value === undefined) continue;
     raw[name as keyof Settings] = value;

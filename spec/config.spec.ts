@@ -1,0 +1,305 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import {
+  CACHE_OPTION_NAMES,
+  ConfigError,
+  cacheSettingsOf,
+  DEFAULTS,
+  resolveSettings,
+  unknownEnvironmentVariables,
+} from '../lib/config.js';
+
+const folders: string[] = [];
+after(() => {
+  for (const folder of folders) rmSync(folder, { recursive: true, force: true });
+});
+
+/** A temporary working directory, with a package.json holding `section` as "mccache" if given. */
+function workingDirectory(section?: Record<string, unknown>): string {
+  const folder = mkdtempSync(join(tmpdir(), 'mccache-config-'));
+  folders.push(folder);
+  if (section) writeFileSync(join(folder, 'package.json'), JSON.stringify({ name: 'app', mccache: section }));
+  return folder;
+}
+
+const VALID_KEY = 'cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=';
+const OTHER_KEY = 'jkjGBXV8ERJrMFmZv0oP8ATu-fkqKcvDELCU5dC0sRA=';
+
+describe('defaults', () => {
+  test("match McCache for Python's configuration table", () => {
+    const settings = resolveSettings({ env: {}, cwd: workingDirectory() });
+    assert.equal(settings.ttl, 3600);
+    assert.equal(settings.max, 256);
+    assert.equal(settings.mode, 1);
+    assert.equal(settings.size, 8_388_608);
+    assert.equal(settings.pulse, 300);
+    assert.deepEqual(settings.cryptoKeys, []);
+    assert.equal(settings.packetMtu, 1472);
+    assert.equal(settings.multicastIp, '224.0.0.3');
+    assert.equal(settings.multicastPort, 4000);
+    assert.equal(settings.multicastHops, 3);
+    assert.equal(settings.callbackWin, 5);
+    assert.equal(settings.daemonSleep, 1);
+    assert.equal(settings.logFilename, './log/mccache.log');
+    assert.equal(settings.logFormat, '');
+    assert.equal(settings.tantrum, 0);
+  });
+
+  test('the new settings default to this machine only, the cluster "mccache" and level warn', () => {
+    const settings = resolveSettings({ env: {}, cwd: workingDirectory() });
+    assert.equal(settings.multicastIf, '127.0.0.1');
+    assert.equal(settings.cluster, 'mccache');
+    assert.equal(settings.logLevel, 'warn');
+  });
+
+  test('the result is frozen', () => {
+    const settings = resolveSettings({ env: {}, cwd: workingDirectory() });
+    assert.equal(Object.isFrozen(settings), true);
+  });
+});
+
+describe('precedence: defaults < package.json < environment < options', () => {
+  test('each source overrides the one below it, setting by setting', () => {
+    const cwd = workingDirectory({ cache_ttl: 900, cache_max: 10, packet_mtu: 1400 });
+    const fromFile = resolveSettings({ env: {}, cwd });
+    assert.equal(fromFile.ttl, 900);
+    assert.equal(fromFile.max, 10);
+    assert.equal(fromFile.packetMtu, 1400);
+    assert.equal(fromFile.size, DEFAULTS.size);
+
+    const env = { MCCACHE_CACHE_TTL: '600', MCCACHE_PACKET_MTU: '1200' };
+    const fromEnv = resolveSettings({ env, cwd });
+    assert.equal(fromEnv.ttl, 600);
+    assert.equal(fromEnv.packetMtu, 1200);
+    assert.equal(fromEnv.max, 10, 'package.json still applies where the environment is silent');
+
+    const fromOptions = resolveSettings({ env, cwd, overrides: { ttl: 30 } });
+    assert.equal(fromOptions.ttl, 30);
+    assert.equal(fromOptions.packetMtu, 1200);
+    assert.equal(fromOptions.max, 10);
+  });
+
+  test('options set to undefined do not override', () => {
+    const settings = resolveSettings({
+      env: { MCCACHE_CACHE_TTL: '60' },
+      cwd: workingDirectory(),
+      overrides: { ttl: undefined } as never,
+    });
+    assert.equal(settings.ttl, 60);
+  });
+
+  test('a package.json without an "mccache" object, or none at all, is fine', () => {
+    const folder = workingDirectory();
+    writeFileSync(join(folder, 'package.json'), '{"name":"x","mccache":"not an object"}');
+    assert.equal(resolveSettings({ env: {}, cwd: folder }).ttl, 3600);
+    const broken = workingDirectory();
+    writeFileSync(join(broken, 'package.json'), '{ not json');
+    assert.equal(resolveSettings({ env: {}, cwd: broken }).ttl, 3600);
+  });
+
+  test('every MCCACHE_* variable of the table sets its setting', () => {
+    const env = {
+      MCCACHE_CACHE_TTL: '1',
+      MCCACHE_CACHE_MAX: '2',
+      MCCACHE_CACHE_MODE: '0',
+      MCCACHE_CACHE_SIZE: '3000',
+      MCCACHE_CACHE_PULSE: '4',
+      MCCACHE_CRYPTO_KEY: VALID_KEY,
+      MCCACHE_PACKET_MTU: '9000',
+      MCCACHE_MULTICAST_IP: '239.1.2.3',
+      MCCACHE_MULTICAST_PORT: '4100',
+      MCCACHE_MULTICAST_HOPS: '7',
+      MCCACHE_MULTICAST_IF: '127.0.0.2',
+      MCCACHE_CALLBACK_WIN: '8',
+      MCCACHE_DAEMON_SLEEP: '0.5',
+      MCCACHE_LOG_FILENAME: '/tmp/x.log',
+      MCCACHE_LOG_FORMAT: '{level} {message}',
+      MCCACHE_LOG_LEVEL: 'debug',
+      MCCACHE_CLUSTER: 'blue',
+      TEST_MONKEY_TANTRUM: '5',
+    };
+    const s = resolveSettings({ env, cwd: workingDirectory() });
+    assert.deepEqual(
+      [
+        s.ttl,
+        s.max,
+        s.mode,
+        s.size,
+        s.pulse,
+        s.cryptoKeys,
+        s.packetMtu,
+        s.multicastIp,
+        s.multicastPort,
+        s.multicastHops,
+        s.multicastIf,
+        s.callbackWin,
+        s.daemonSleep,
+        s.logFilename,
+        s.logFormat,
+        s.logLevel,
+        s.cluster,
+        s.tantrum,
+      ],
+      [
+        1,
+        2,
+        0,
+        3000,
+        4,
+        [VALID_KEY],
+        9000,
+        '239.1.2.3',
+        4100,
+        7,
+        '127.0.0.2',
+        8,
+        0.5,
+        '/tmp/x.log',
+        '{level} {message}',
+        'debug',
+        'blue',
+        5,
+      ],
+    );
+  });
+
+  test('cacheSettingsOf picks exactly the per-cache options', () => {
+    const settings = resolveSettings({ env: { MCCACHE_CACHE_TTL: '9' }, cwd: workingDirectory() });
+    const cache = cacheSettingsOf(settings);
+    assert.deepEqual(Object.keys(cache).sort(), [...CACHE_OPTION_NAMES].sort());
+    assert.equal(cache.ttl, 9);
+  });
+});
+
+describe('multicast address', () => {
+  test('MCCACHE_MULTICAST_IP may carry a port, which wins over MCCACHE_MULTICAST_PORT', () => {
+    const settings = resolveSettings({
+      env: { MCCACHE_MULTICAST_IP: '224.0.0.5:4567', MCCACHE_MULTICAST_PORT: '4001' },
+      cwd: workingDirectory(),
+    });
+    assert.equal(settings.multicastIp, '224.0.0.5');
+    assert.equal(settings.multicastPort, 4567);
+  });
+
+  test('a bad port inside MCCACHE_MULTICAST_IP is reported under that variable', () => {
+    assert.throws(
+      () => resolveSettings({ env: { MCCACHE_MULTICAST_IP: '224.0.0.5:99999' }, cwd: workingDirectory() }),
+      /^ConfigError: MCCACHE_MULTICAST_IP=.*expected a UDP port of at most 65535/,
+    );
+  });
+});
+
+describe('bad values name the variable, the value and what is expected', () => {
+  const cases: [Record<string, string>, string][] = [
+    [{ MCCACHE_CACHE_TTL: 'abc' }, 'MCCACHE_CACHE_TTL="abc": expected a number of seconds (0 for no expiry)'],
+    [{ MCCACHE_CACHE_TTL: '' }, 'MCCACHE_CACHE_TTL="": expected a number of seconds (0 for no expiry)'],
+    [
+      { MCCACHE_CACHE_TTL: '-5' },
+      'MCCACHE_CACHE_TTL="-5": expected a number of seconds (0 for no expiry) of at least 0',
+    ],
+    [
+      { MCCACHE_MULTICAST_IP: '10.0.0.1' },
+      'MCCACHE_MULTICAST_IP="10.0.0.1": expected an IPv4 multicast address (224.0.0.0-239.255.255.255)',
+    ],
+    [
+      { MCCACHE_MULTICAST_IP: 'not-an-ip' },
+      'MCCACHE_MULTICAST_IP="not-an-ip": expected an IPv4 multicast address (224.0.0.0-239.255.255.255)',
+    ],
+    [
+      { MCCACHE_PACKET_MTU: '500' },
+      'MCCACHE_PACKET_MTU="500": expected a packet size in bytes of at least 576',
+    ],
+    [{ MCCACHE_CACHE_MAX: '1.5' }, 'MCCACHE_CACHE_MAX="1.5": expected a whole number of entries'],
+    [{ MCCACHE_CACHE_MODE: '2' }, 'MCCACHE_CACHE_MODE="2": expected 0 or 1'],
+    [{ MCCACHE_MULTICAST_HOPS: '0' }, 'MCCACHE_MULTICAST_HOPS="0": expected a hop count of at least 1'],
+    [
+      { MCCACHE_MULTICAST_IF: 'eth0' },
+      'MCCACHE_MULTICAST_IF="eth0": expected the IPv4 address of a local interface',
+    ],
+    [
+      { MCCACHE_LOG_LEVEL: 'loud' },
+      'MCCACHE_LOG_LEVEL="loud": expected one of error, warn, info, debug, silly',
+    ],
+    [
+      { MCCACHE_DAEMON_SLEEP: '0' },
+      'MCCACHE_DAEMON_SLEEP="0": expected a number of seconds of at least 0.001',
+    ],
+    [{ TEST_MONKEY_TANTRUM: '101' }, 'TEST_MONKEY_TANTRUM="101": expected a percentage from 0 to 100'],
+  ];
+  for (const [env, message] of cases) {
+    test(`${Object.entries(env)[0]!.join('=')}`, () => {
+      assert.throws(() => resolveSettings({ env, cwd: workingDirectory() }), {
+        name: 'ConfigError',
+        message,
+      });
+    });
+  }
+
+  test('a bad crypto key is named without echoing the secret', () => {
+    const secret = 'tooshort-secret';
+    assert.throws(
+      () => resolveSettings({ env: { MCCACHE_CRYPTO_KEY: secret }, cwd: workingDirectory() }),
+      (error: unknown) =>
+        error instanceof ConfigError &&
+        error.message.startsWith('MCCACHE_CRYPTO_KEY=(hidden): expected Fernet keys') &&
+        !error.message.includes(secret),
+    );
+  });
+
+  test('several crypto keys, comma-separated, are accepted in order', () => {
+    const settings = resolveSettings({
+      env: { MCCACHE_CRYPTO_KEY: ` ${VALID_KEY} , ${OTHER_KEY}` },
+      cwd: workingDirectory(),
+    });
+    assert.deepEqual(settings.cryptoKeys, [VALID_KEY, OTHER_KEY]);
+  });
+
+  test('bad package.json values are named by their key', () => {
+    assert.throws(() => resolveSettings({ env: {}, cwd: workingDirectory({ cache_max: 'lots' }) }), {
+      name: 'ConfigError',
+      message: 'package.json mccache.cache_max="lots": expected a whole number of entries',
+    });
+  });
+
+  test('bad options are named as options; unknown ones are refused', () => {
+    assert.throws(
+      () => resolveSettings({ env: {}, cwd: workingDirectory(), overrides: { ttl: -1 } }),
+      /^ConfigError: option ttl=-1: expected/,
+    );
+    assert.throws(
+      () => resolveSettings({ env: {}, cwd: workingDirectory(), overrides: { tll: 1 } as never }),
+      /unknown option "tll"/,
+    );
+    assert.throws(
+      () => resolveSettings({ env: {}, cwd: workingDirectory(), overrides: { toString: 1 } as never }),
+      /unknown option "toString"/,
+    );
+  });
+
+  test('ConfigError is a TypeError', () => {
+    assert.throws(
+      () => resolveSettings({ env: { MCCACHE_CACHE_TTL: 'abc' }, cwd: workingDirectory() }),
+      TypeError,
+    );
+  });
+});
+
+describe('unknown MCCACHE_* variables', () => {
+  test('are listed once per process; known variables and other prefixes are not', () => {
+    const env = {
+      MCCACHE_TTL_TYPO_SPEC: '900',
+      MCCACHE_CACHE_TTL: '900',
+      MCCACHE_PEERS: '',
+      HOME: '/root',
+      XMCCACHE_NOPE: '1',
+    };
+    assert.deepEqual(unknownEnvironmentVariables(env), ['MCCACHE_TTL_TYPO_SPEC']);
+    assert.deepEqual(unknownEnvironmentVariables(env), [], 'warned once');
+    assert.deepEqual(unknownEnvironmentVariables({ ...env, MCCACHE_MTU_TYPO_SPEC: '1' }), [
+      'MCCACHE_MTU_TYPO_SPEC',
+    ]);
+  });
+});
