@@ -1,0 +1,222 @@
+/**
+ * Cluster replication on loopback: 2, 3 and 5 member processes (one writer, the others receive),
+ * beside raw node:dgram multicast between the same processes, measured in the same run.
+ *
+ * - Replicated ops/s applied on every peer, 100 B / 1 KB / 16 KB values, and 100 B with a Fernet key;
+ *   compared with the raw rate of 1400-byte datagrams to as many receivers.
+ * - One-way replication latency p50/p99/max at a paced 10k ops/s with 100 B values; compared with raw
+ *   ping-pong (RTT / 2) and raw stamped datagrams paced the same way.
+ *
+ * Targets (issue 4, 3 processes): >= 250k ops/s clear, >= 100k ops/s encrypted; at 10k ops/s,
+ * p50 <= 250 us and p99 <= 2 ms. Methods are explained in benchmarks/README.md.
+ *
+ * Run: npx tsx benchmarks/cluster.ts   (BENCH_QUICK=1 for a shorter smoke run)
+ */
+import { generateFernetKey } from '../lib/wire/fernet.js';
+import { type LatencyFigures, micros, printTable, rate, ratio } from './helpers/measure.js';
+import { startMembers, stopMembers } from './helpers/pool.js';
+import {
+  closeRaw,
+  type LatencyResult,
+  openRaw,
+  type RawBlastResult,
+  rawBlast,
+  rawPacedLatency,
+  rawPingPong,
+  replicatedThroughput,
+  replicationLatency,
+  startCluster,
+  stopCluster,
+  type ThroughputResult,
+} from './helpers/scenarios.js';
+
+const QUICK = process.env.BENCH_QUICK === '1';
+const CLUSTER_SIZES = [2, 3, 5];
+const MAX_RECEIVERS = 4;
+const TARGETS = { clearOpsPerSecond: 250_000, encryptedOpsPerSecond: 100_000, p50Us: 250, p99Us: 2000 };
+const LATENCY_RATE = 10_000;
+const LATENCY_MS = QUICK ? 1000 : 2000;
+const BLAST_MS = QUICK ? 500 : 1000;
+const PINGS = 2000;
+const scale = QUICK ? 0.25 : 1;
+/** Ops per throughput run, sized so that each run lasts about a second on a 2-core machine. */
+const THROUGHPUT_RUNS = [
+  { label: '100 B', valueBytes: 100, count: 100_000 * scale, encrypted: false },
+  { label: '1 KB', valueBytes: 1024, count: 30_000 * scale, encrypted: false },
+  { label: '16 KB', valueBytes: 16 * 1024, count: 2_000 * scale, encrypted: false },
+  { label: '100 B, Fernet', valueBytes: 100, count: 50_000 * scale, encrypted: true },
+] as const;
+
+interface ClusterFigures {
+  processes: number;
+  throughput: Map<string, ThroughputResult>;
+  latency: LatencyResult;
+  latencyEncrypted: LatencyResult;
+  rawLatency: LatencyResult;
+  pingRtt: LatencyFigures;
+}
+
+const startedAt = Date.now();
+const members = await startMembers(Math.max(...CLUSTER_SIZES));
+const cryptoKey = generateFernetKey();
+const rawByReceivers = new Map<number, RawBlastResult>();
+const figures: ClusterFigures[] = [];
+
+try {
+  // Raw multicast rate to 1..4 receivers: the ceiling for any protocol on this machine.
+  for (let receivers = 1; receivers <= MAX_RECEIVERS; receivers++) {
+    const group = members.slice(0, receivers + 1);
+    await openRaw(group);
+    await rawBlast(group[0]!, group.slice(1), BLAST_MS / 4); // warm-up
+    rawByReceivers.set(receivers, await rawBlast(group[0]!, group.slice(1), BLAST_MS));
+    await closeRaw(group);
+  }
+
+  for (const processes of CLUSTER_SIZES) {
+    const group = members.slice(0, processes);
+    const [writer, ...readers] = group as [(typeof members)[0], ...typeof members];
+    process.stderr.write(`cluster of ${processes}: raw latency...`);
+
+    await openRaw(group);
+    const ping = await rawPingPong(writer, readers[0]!, PINGS);
+    const rawLatency = await rawPacedLatency(writer, readers, {
+      rate: LATENCY_RATE,
+      durationMs: LATENCY_MS,
+      bytes: 100,
+    });
+    await closeRaw(group);
+
+    process.stderr.write(' mccache...');
+    const throughput = new Map<string, ThroughputResult>();
+    await startCluster(group);
+    await replicatedThroughput(writer, readers, 20_000 * scale, 100, 'warm-'); // JIT and sockets
+    for (const run of THROUGHPUT_RUNS.filter((r) => !r.encrypted)) {
+      throughput.set(run.label, await replicatedThroughput(writer, readers, run.count, run.valueBytes, 'k'));
+    }
+    const latency = await replicationLatency(writer, readers, {
+      rate: LATENCY_RATE,
+      durationMs: LATENCY_MS,
+      valueBytes: 100,
+    });
+    await stopCluster(group);
+
+    process.stderr.write(' encrypted...');
+    await startCluster(group, [cryptoKey]);
+    await replicatedThroughput(writer, readers, 10_000 * scale, 100, 'warm-');
+    for (const run of THROUGHPUT_RUNS.filter((r) => r.encrypted)) {
+      throughput.set(run.label, await replicatedThroughput(writer, readers, run.count, run.valueBytes, 'k'));
+    }
+    const latencyEncrypted = await replicationLatency(writer, readers, {
+      rate: LATENCY_RATE,
+      durationMs: LATENCY_MS,
+      valueBytes: 100,
+    });
+    await stopCluster(group);
+    process.stderr.write(' done\n');
+
+    figures.push({ processes, throughput, latency, latencyEncrypted, rawLatency, pingRtt: ping.rtt });
+  }
+} finally {
+  await stopMembers(members);
+}
+
+printTable(
+  'Raw node:dgram multicast, 1400-byte datagrams, one sender as fast as the socket takes them',
+  ['receivers', 'sent/s', 'received/s (slowest receiver)', 'lost'],
+  [...rawByReceivers].map(([receivers, raw]) => [
+    String(receivers),
+    rate(raw.sentPerSecond),
+    rate(raw.receivedPerSecond),
+    `${raw.lossPercent.toFixed(1)} %`,
+  ]),
+);
+
+const throughputRows: (string | number)[][] = [];
+for (const f of figures) {
+  const raw = rawByReceivers.get(f.processes - 1)!;
+  for (const run of THROUGHPUT_RUNS) {
+    const t = f.throughput.get(run.label)!;
+    const target =
+      f.processes !== 3 || run.valueBytes !== 100 ? undefined : run.encrypted ? 'encrypted' : 'clear';
+    const goal = target === 'clear' ? TARGETS.clearOpsPerSecond : TARGETS.encryptedOpsPerSecond;
+    throughputRows.push([
+      `${f.processes} processes, ${run.label}`,
+      rate(t.opsPerSecond),
+      `${((t.opsPerSecond * run.valueBytes) / 1e6).toFixed(1)} MB/s`,
+      rate(t.writeRate),
+      t.opsPerDatagram.toFixed(2),
+      `${t.retransmits} / ${t.datagramsSent}`,
+      t.appliedMin === t.count ? 'all' : `${t.appliedMin} of ${t.count}`,
+      ratio(t.opsPerSecond / raw.receivedPerSecond),
+      target ? `${t.opsPerSecond >= goal ? 'met' : 'MISSED'} (>= ${rate(goal)})` : '',
+    ]);
+  }
+}
+printTable(
+  'mccache replicated throughput: one writer, ops applied on every other member',
+  [
+    'cluster, value',
+    'ops/s on every peer',
+    'values',
+    'writer accepts/s',
+    'ops/datagram',
+    'resent / datagrams',
+    'applied',
+    'vs raw datagrams/s',
+    'target',
+  ],
+  throughputRows,
+);
+
+const latencyRows: (string | number)[][] = [];
+for (const f of figures) {
+  const pingOneWay = f.pingRtt.p50 / 2;
+  for (const [label, l] of [
+    ['mccache', f.latency],
+    ['mccache, Fernet', f.latencyEncrypted],
+    ['raw dgram, same pacing', f.rawLatency],
+  ] as const) {
+    const isTarget = f.processes === 3 && label === 'mccache';
+    latencyRows.push([
+      `${f.processes} processes, ${label}`,
+      micros(l.p50),
+      micros(l.p99),
+      micros(l.max),
+      l.missing === 0 ? '0' : String(l.missing),
+      ratio(l.p50 / f.rawLatency.p50),
+      ratio(l.p50 / pingOneWay),
+      isTarget
+        ? `${l.p50 <= TARGETS.p50Us && l.p99 <= TARGETS.p99Us ? 'met' : 'MISSED'} (p50 <= ${TARGETS.p50Us} us, p99 <= 2 ms)`
+        : '',
+    ]);
+  }
+  latencyRows.push([
+    `${f.processes} processes, raw ping-pong RTT/2`,
+    micros(pingOneWay),
+    micros(f.pingRtt.p99 / 2),
+    micros(f.pingRtt.max / 2),
+    '',
+    '',
+    '',
+    '',
+  ]);
+}
+printTable(
+  `One-way latency at ${rate(LATENCY_RATE)} ops/s, 100 B values (writer stamp -> visible on each receiver)`,
+  ['cluster, path', 'p50', 'p99', 'max', 'missing', 'p50 vs raw paced', 'p50 vs raw RTT/2', 'target'],
+  latencyRows,
+);
+
+const three = figures.find((f) => f.processes === 3);
+if (three) {
+  const clear = three.throughput.get('100 B')!;
+  const encrypted = three.throughput.get('100 B, Fernet')!;
+  console.log(
+    `\nHeadline (3 processes, 100 B): ${rate(clear.opsPerSecond)} ops/s clear (${ratio(
+      clear.opsPerSecond / rawByReceivers.get(2)!.receivedPerSecond,
+    )} the raw datagram rate), ${rate(encrypted.opsPerSecond)} ops/s with Fernet; ` +
+      `latency at 10k ops/s p50 ${micros(three.latency.p50)}, p99 ${micros(three.latency.p99)} ` +
+      `(${ratio(three.latency.p50 / (three.pingRtt.p50 / 2))} raw ping-pong one-way).`,
+  );
+}
+console.log(`\ncluster benchmark took ${((Date.now() - startedAt) / 1000).toFixed(0)} s`);

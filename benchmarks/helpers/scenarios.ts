@@ -1,0 +1,234 @@
+/**
+ * Measurements shared by cluster.ts and redis.ts, each run on member processes from pool.ts.
+ */
+import { type LatencyFigures, randomGroup, summarize } from './measure.js';
+import { type Member, waitFor } from './pool.js';
+
+/** Bounds of a benchmark cache: large enough that nothing is evicted during a run. */
+const CACHE_MAX_ENTRIES = 2 ** 22;
+const CACHE_MAX_BYTES = 2 ** 34;
+/** The SO_RCVBUF mccache asks for by default, given to raw sockets too so the comparison is fair. */
+export const RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
+const JOIN_SETTLE_MS = 800;
+
+/** Starts an mccache member in each process on a fresh group and waits until all see each other. */
+export async function startCluster(members: Member[], cryptoKeys: string[] = []): Promise<void> {
+  const { group, port } = randomGroup();
+  await Promise.all(
+    members.map((member) =>
+      member.call('mcStart', {
+        group,
+        port,
+        cryptoKeys,
+        cacheName: 'bench',
+        max: CACHE_MAX_ENTRIES,
+        size: CACHE_MAX_BYTES,
+      }),
+    ),
+  );
+  await waitFor('members to see each other', async () => {
+    const seen = await Promise.all(members.map((member) => member.call<number>('mcMembers')));
+    return seen.every((count) => count === members.length - 1);
+  });
+  // A member that meets another starts an anti-entropy round one heartbeat (200 ms) later and
+  // repeats NEW for 1.6 s: let that settle so that no sync round overlaps a measurement.
+  await new Promise((resolve) => setTimeout(resolve, JOIN_SETTLE_MS));
+}
+
+export async function stopCluster(members: Member[]): Promise<void> {
+  await Promise.all(members.map((member) => member.call('mcStop')));
+}
+
+/** Clears the benchmark cache everywhere and waits until every member holds nothing. */
+async function clearEverywhere(writer: Member, readers: Member[]): Promise<void> {
+  await writer.call('mcClear');
+  await waitFor(
+    'the cache to be cleared everywhere',
+    async () => {
+      const counts = await Promise.all([writer, ...readers].map((member) => member.call<number>('mcCount')));
+      return counts.every((count) => count === 0) && (await writer.call<boolean>('mcQuiescent'));
+    },
+    30_000,
+  );
+}
+
+export interface ThroughputResult {
+  /** Ops applied on every reader per second: count / (last reader complete - first write). */
+  opsPerSecond: number;
+  /** Ops the writer's cache accepted per second (the write calls alone). */
+  writeRate: number;
+  /** Fewest ops a reader had applied when it stopped waiting (== count unless something was lost for good). */
+  appliedMin: number;
+  count: number;
+  datagramsSent: number;
+  retransmits: number;
+  opsPerDatagram: number;
+}
+
+interface ClusterCounters {
+  datagramsSent: number;
+  opsSent: number;
+  retransmits: number;
+}
+
+/**
+ * One writer writes `count` distinct keys as fast as its engine absorbs them; each reader waits until
+ * it has applied all of them. The clock is CLOCK_MONOTONIC, shared by every process on the host.
+ */
+export async function replicatedThroughput(
+  writer: Member,
+  readers: Member[],
+  count: number,
+  valueBytes: number,
+  prefix: string,
+): Promise<ThroughputResult> {
+  await Promise.all(readers.map((reader) => reader.call('mcArm')));
+  const before = await writer.call<ClusterCounters>('mcMetrics');
+  const completions = readers.map((reader) =>
+    reader.call<{ applied: number; doneMs: number }>('mcAwait', { count, timeoutMs: 30_000 }, 40_000),
+  );
+  const written = await writer.call<{ startMs: number; writtenMs: number }>('mcWrite', {
+    prefix,
+    count,
+    valueBytes,
+    burst: 1000,
+    queueLimit: 20_000,
+  });
+  const done = await Promise.all(completions);
+  const after = await writer.call<ClusterCounters>('mcMetrics');
+  const lastMs = Math.max(...done.map((d) => d.doneMs));
+  const datagramsSent = after.datagramsSent - before.datagramsSent;
+  const result: ThroughputResult = {
+    opsPerSecond: count / ((lastMs - written.startMs) / 1000),
+    writeRate: count / ((written.writtenMs - written.startMs) / 1000),
+    appliedMin: Math.min(...done.map((d) => d.applied)),
+    count,
+    datagramsSent,
+    retransmits: after.retransmits - before.retransmits,
+    opsPerDatagram: (after.opsSent - before.opsSent) / Math.max(1, datagramsSent),
+  };
+  await clearEverywhere(writer, readers);
+  return result;
+}
+
+export interface LatencyResult extends LatencyFigures {
+  /** Updates written; `count` is how many reader observations were collected (writes x readers). */
+  written: number;
+  /** Reader observations missing (lost and never repaired, or still in flight when collected). */
+  missing: number;
+}
+
+const LATENCY_KEYS = 10_000;
+
+/**
+ * One-way replication latency at a paced rate: the writer stamps each value with CLOCK_MONOTONIC
+ * when it assigns it; each reader has read every key of the set once, so the cache callback fires
+ * inside the apply of each remote update, where the reader subtracts the stamp from its own clock.
+ */
+export async function replicationLatency(
+  writer: Member,
+  readers: Member[],
+  options: { rate: number; durationMs: number; valueBytes: number },
+): Promise<LatencyResult> {
+  const prefix = 'latency-';
+  // Insert the key set and let every reader hold and read it.
+  await Promise.all(readers.map((reader) => reader.call('mcArm')));
+  const inserted = readers.map((reader) =>
+    reader.call('mcAwait', { count: LATENCY_KEYS, timeoutMs: 10_000 }),
+  );
+  await writer.call('mcWrite', {
+    prefix,
+    count: LATENCY_KEYS,
+    valueBytes: options.valueBytes,
+    burst: 1000,
+    queueLimit: 20_000,
+  });
+  await Promise.all(inserted);
+  const watched = await Promise.all(
+    readers.map((reader) => reader.call<number>('mcWatch', { prefix, keys: LATENCY_KEYS })),
+  );
+  if (watched.some((present) => present !== LATENCY_KEYS))
+    throw new Error(`latency key set incomplete: ${watched}`);
+  const written = await writer.call<number>('mcPaced', { prefix, keys: LATENCY_KEYS, ...options });
+  await waitFor('the last updates to arrive', () => writer.call<boolean>('mcQuiescent'), 5000);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const samples = (await Promise.all(readers.map((reader) => reader.call<number[]>('mcCollect')))).flat();
+  await clearEverywhere(writer, readers);
+  return { ...summarize(samples), written, missing: written * readers.length - samples.length };
+}
+
+export interface RawBlastResult {
+  /** Datagrams per second reaching the slowest receiver: received / (its last arrival - first send). */
+  receivedPerSecond: number;
+  sentPerSecond: number;
+  /** Share of sent datagrams the slowest receiver never got (receive buffer overflow). */
+  lossPercent: number;
+}
+
+/** Opens a raw multicast socket in each process on a fresh group. */
+export async function openRaw(members: Member[]): Promise<void> {
+  const { group, port } = randomGroup();
+  await Promise.all(
+    members.map((member) =>
+      member.call('rawOpen', { group, port, receiveBufferBytes: RECEIVE_BUFFER_BYTES }),
+    ),
+  );
+}
+
+export async function closeRaw(members: Member[]): Promise<void> {
+  await Promise.all(members.map((member) => member.call('rawClose')));
+}
+
+/** The sender sends 1400-byte datagrams as fast as node:dgram takes them; receivers count. */
+export async function rawBlast(
+  sender: Member,
+  receivers: Member[],
+  durationMs: number,
+): Promise<RawBlastResult> {
+  await Promise.all(receivers.map((receiver) => receiver.call('rawArm')));
+  const sent = await sender.call<{ sent: number; startMs: number; endMs: number }>('rawBlast', {
+    durationMs,
+    bytes: 1400,
+    maxPending: 256,
+  });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const stats = await Promise.all(
+    receivers.map((receiver) =>
+      receiver.call<{ received: number; firstMs: number; lastMs: number }>('rawStats'),
+    ),
+  );
+  const rates = stats.map((s) => s.received / ((s.lastMs - sent.startMs) / 1000));
+  const fewest = Math.min(...stats.map((s) => s.received));
+  return {
+    receivedPerSecond: Math.min(...rates),
+    sentPerSecond: sent.sent / ((sent.endMs - sent.startMs) / 1000),
+    lossPercent: (100 * (sent.sent - fewest)) / sent.sent,
+  };
+}
+
+/** Sequential round trips between the sender and the first receiver: one-way = RTT / 2. */
+export async function rawPingPong(
+  sender: Member,
+  responder: Member,
+  count: number,
+): Promise<{ rtt: LatencyFigures; lost: number }> {
+  await responder.call('rawPong', true);
+  const rtts = await sender.call<number[]>('rawPing', { count, bytes: 100 });
+  await responder.call('rawPong', false);
+  return { rtt: summarize(rtts), lost: count - rtts.length };
+}
+
+/** Stamped datagrams at a paced rate: the same one-way method as {@link replicationLatency}. */
+export async function rawPacedLatency(
+  sender: Member,
+  receivers: Member[],
+  options: { rate: number; durationMs: number; bytes: number },
+): Promise<LatencyResult> {
+  await Promise.all(receivers.map((receiver) => receiver.call('rawArm')));
+  const written = await sender.call<number>('rawPaced', options);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const samples = (
+    await Promise.all(receivers.map((receiver) => receiver.call<number[]>('rawCollect')))
+  ).flat();
+  return { ...summarize(samples), written, missing: written * receivers.length - samples.length };
+}
