@@ -108,9 +108,11 @@ export function rate(perSecond: number): string {
   return perSecond >= 1e6 ? `${(perSecond / 1e6).toFixed(2)}M` : `${(perSecond / 1e3).toFixed(1)}k`;
 }
 
-/** Formats microseconds. */
+/** Formats a duration given in microseconds: ns below 1 us, ms from 10 ms. */
 export function micros(us: number): string {
   if (!Number.isFinite(us)) return '-';
+  if (us < 1) return `${(us * 1000).toFixed(0)} ns`;
+  if (us < 10) return `${us.toFixed(2)} us`;
   return us >= 10_000 ? `${(us / 1000).toFixed(1)} ms` : `${us.toFixed(0)} us`;
 }
 
