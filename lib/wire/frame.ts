@@ -33,7 +33,7 @@ export const MAX_MTU = 65_507;
 /**
  * The largest message (all fragments together): a 16 MiB encoded value (MAX_VALUE_BYTES in
  * value-codec.ts) plus 64 KiB for its op envelope. With MIN_MTU and encryption a fragment carries
- * 471 bytes, so the largest message takes 35,759 fragments: the u16 fragment count never overflows.
+ * 471 bytes, so the largest message takes 35,760 fragments: the u16 fragment count never overflows.
  */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024 + 64 * 1024;
 /** Default replay window: sealed tokens older than this, or this far in the future, are dropped. */
