@@ -447,7 +447,8 @@ function misshapen(): never {
 
 const EMPTY = Buffer.alloc(0);
 let source: Buffer = EMPTY;
-let sourceView: DataView = new DataView(EMPTY.buffer, 0, 0);
+const EMPTY_VIEW: DataView = new DataView(EMPTY.buffer, 0, 0);
+let sourceView: DataView = EMPTY_VIEW;
 let position = 0;
 let end = 0;
 /** Of the last head read: major type, additional information and argument. */
@@ -821,6 +822,6 @@ export function decodeEntries(
   } finally {
     // Do not keep the last datagram alive.
     source = EMPTY;
-    sourceView = new DataView(EMPTY.buffer, 0, 0);
+    sourceView = EMPTY_VIEW;
   }
 }
