@@ -1,0 +1,912 @@
+/**
+ * `mccache stress`: the seed's stress test with a strict coherence verdict.
+ *
+ * The coordinator (this module) launches N member processes (stress-member.ts), each a real
+ * cluster member on a fresh multicast group on loopback. It starts the seed's workload on all of
+ * them, shows a live line, stops the load, waits for quiescence (queues empty, nothing missing,
+ * checksums equal and stable) and compares every member's full checksum: PASS iff every member
+ * holds exactly the same keys with the same versions. It prints a summary table and writes
+ * result.json and report.html.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { generateFernetKey } from '../index.js';
+import {
+  choiceFlag,
+  describeFlags,
+  durationFlag,
+  type FlagSet,
+  integerFlag,
+  numberFlag,
+  parseArgs,
+  textFlag,
+  UsageError,
+} from './args.js';
+import {
+  type DifferingKey,
+  formatSummary,
+  type NodeResult,
+  type StressResult,
+  type TimelinePoint,
+  writeReport,
+} from './report.js';
+import type { FromMember, MemberConfig, MemberSample, MemberSettings, ToMember } from './stress-member.js';
+
+// ------------------------------------------------------------------------------------------------
+// Flags
+
+const FERNET_KEY = /^[A-Za-z0-9_-]{43}=$/;
+
+/** Every flag of `mccache stress`, with the seed's TEST_* (or MCCACHE_*) variable. */
+export const STRESS_FLAGS = {
+  nodes: integerFlag({
+    env: 'TEST_CLUSTER_SIZE',
+    min: 2,
+    max: 32,
+    default: 3,
+    description: 'member processes',
+  }),
+  duration: durationFlag({
+    env: 'TEST_RUN_DURATION',
+    minMs: 100,
+    maxMs: 7 * 86_400_000,
+    bareUnit: 'm',
+    default: 60_000,
+    defaultText: '60s',
+    description: 'how long the load runs: 500ms, 15s, 10m, 1h; a bare number is minutes',
+  }),
+  keys: integerFlag({
+    env: 'TEST_KEY_ENTRIES',
+    min: 1,
+    max: 1_000_000,
+    default: 200,
+    description: 'shared keys drawn at random (fewer keys, more collisions)',
+  }),
+  aperture: numberFlag({
+    env: 'TEST_APERTURE',
+    min: 0.00005,
+    max: 15,
+    unit: 'of seconds',
+    default: 0.01,
+    placeholder: '<seconds>',
+    description: 'pause between ops; each pause is uniform in 0.65..1.35 times it',
+  }),
+  mix: choiceFlag({
+    env: 'TEST_DATA_SIZE_MIX',
+    choices: ['1', '2', '3'] as const,
+    default: '1',
+    description: 'value sizes: 1 small (< 1 KB), 2 large (> 9 KB), 3 both at random',
+  }),
+  tantrum: numberFlag({
+    env: 'TEST_MONKEY_TANTRUM',
+    min: 0,
+    max: 90,
+    default: 0,
+    placeholder: '<percent>',
+    description: 'monkey tantrum: percentage of datagrams dropped on send and on receive',
+  }),
+  ttl: numberFlag({
+    env: 'MCCACHE_CACHE_TTL',
+    min: 0,
+    max: 315_360_000,
+    unit: 'of seconds',
+    default: 3600,
+    placeholder: '<seconds>',
+    description: 'entry time to live, 0 for none',
+  }),
+  max: integerFlag({
+    env: 'MCCACHE_CACHE_MAX',
+    min: 1,
+    max: 2 ** 26,
+    default: 256,
+    description: 'most entries',
+  }),
+  size: integerFlag({
+    env: 'MCCACHE_CACHE_SIZE',
+    min: 1,
+    max: 2 ** 40,
+    default: 8_388_608,
+    placeholder: '<bytes>',
+    description: 'most bytes of keys and values',
+  }),
+  pulse: numberFlag({
+    env: 'MCCACHE_CACHE_PULSE',
+    min: 0,
+    exclusiveMin: true,
+    max: 86_400,
+    unit: 'of seconds',
+    default: 5,
+    placeholder: '<seconds>',
+    description: 'anti-entropy period; stress defaults to 5 s (the library to 300 s)',
+  }),
+  mode: choiceFlag({
+    env: 'MCCACHE_CACHE_MODE',
+    choices: ['0', '1'] as const,
+    default: '1',
+    description: '1: every member holds every key; 0: members update only keys they hold',
+  }),
+  crypto: textFlag({
+    env: 'MCCACHE_CRYPTO_KEY',
+    placeholder: '<key|auto>',
+    description: 'encrypt with this Fernet key (comma-separated keys rotate), or auto for a fresh one',
+    check: (text) =>
+      text === 'auto' || text.split(',').every((key) => FERNET_KEY.test(key.trim()))
+        ? undefined
+        : 'expected auto or a Fernet key: 32 bytes in url-safe base64 (44 characters ending in =)',
+  }),
+  cluster: textFlag({
+    env: 'MCCACHE_CLUSTER',
+    default: 'mccache',
+    placeholder: '<name>',
+    description: 'cluster name',
+    check: (text) => (text.length > 64 ? 'expected a cluster name of at most 64 characters' : undefined),
+  }),
+  seed: integerFlag({
+    env: 'TEST_RANDOM_SEED',
+    min: 0,
+    max: 0xffffffff,
+    defaultText: 'random, printed',
+    description: 'seed of the workload (member i uses seed + i)',
+  }),
+  settle: durationFlag({
+    minMs: 1000,
+    maxMs: 86_400_000,
+    bareUnit: 's',
+    defaultText: 'the larger of 30s and 4 pulses',
+    description: 'how long to wait for convergence after the load stops; a bare number is seconds',
+  }),
+  out: textFlag({
+    placeholder: '<folder>',
+    defaultText: './stress-report-<timestamp>',
+    description: 'folder for result.json, report.html and the members’ logs',
+  }),
+} satisfies FlagSet;
+
+/** Resolved options of a stress run. */
+export interface StressOptions {
+  nodes: number;
+  durationMs: number;
+  keys: number;
+  apertureMs: number;
+  mix: 1 | 2 | 3;
+  tantrum: number;
+  ttl: number;
+  max: number;
+  size: number;
+  pulse: number;
+  pulseSource: 'flag' | 'env' | 'default';
+  mode: 0 | 1;
+  cryptoKeys: string[];
+  cluster: string;
+  seed: number;
+  settleTimeoutMs: number;
+  out: string;
+}
+
+function timestamp(date: Date): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}${pad(date.getMonth() + 1)}${pad(date.getDate())}-${pad(date.getHours())}${pad(date.getMinutes())}${pad(date.getSeconds())}`;
+}
+
+/** Parses and validates `mccache stress` arguments (flags win over TEST_* and MCCACHE_* variables). */
+export function stressOptionsFrom(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): StressOptions | 'help' {
+  const { values, sources, positionals, help } = parseArgs(argv, STRESS_FLAGS, env);
+  if (help) return 'help';
+  if (positionals.length > 0) {
+    throw new UsageError(
+      `unexpected argument "${positionals[0]}": stress takes only flags (see mccache stress --help)`,
+    );
+  }
+  const pulse = values.pulse!;
+  const crypto = values.crypto;
+  const cryptoKeys =
+    crypto === undefined
+      ? []
+      : crypto === 'auto'
+        ? [generateFernetKey()]
+        : crypto.split(',').map((k) => k.trim());
+  return {
+    nodes: values.nodes!,
+    durationMs: values.duration!,
+    keys: values.keys!,
+    apertureMs: values.aperture! * 1000,
+    mix: Number(values.mix) as 1 | 2 | 3,
+    tantrum: values.tantrum!,
+    ttl: values.ttl!,
+    max: values.max!,
+    size: values.size!,
+    pulse,
+    pulseSource: sources.pulse,
+    mode: Number(values.mode) as 0 | 1,
+    cryptoKeys,
+    cluster: values.cluster!,
+    seed: values.seed ?? randomInt(0, 2 ** 31),
+    settleTimeoutMs: values.settle ?? Math.max(30_000, 4 * pulse * 1000),
+    out: resolvePath(values.out ?? `stress-report-${timestamp(new Date())}`),
+  };
+}
+
+export const STRESS_USAGE = `mccache stress [flags]
+
+Runs the seed's stress workload on member processes on loopback, then checks that every member
+holds exactly the same cache. Exit status 0 on PASS, 1 on FAIL or error, 2 on a bad argument.
+
+${describeFlags(STRESS_FLAGS)}`;
+
+// ------------------------------------------------------------------------------------------------
+// Member processes
+
+/** How to start a member: a command and its arguments (the IPC channel is added by the coordinator). */
+export interface MemberLaunch {
+  command: string;
+  args: string[];
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Adapts the launch of one member, e.g. to run it in a network namespace:
+ * `(member, launch) => ({ ...launch, command: 'ip', args: ['netns', 'exec', name, launch.command, ...launch.args] })`.
+ * It may also change the member's settings (e.g. `multicastIf` for the namespace's address).
+ */
+export type MemberLauncher = (
+  member: { index: number; name: string; settings: MemberSettings },
+  launch: MemberLaunch,
+) => { launch: MemberLaunch; settings?: Partial<MemberSettings> };
+
+function tsxLoader(): string {
+  try {
+    return import.meta.resolve('tsx');
+  } catch {
+    return 'tsx';
+  }
+}
+
+/**
+ * The command that starts stress-member: from source (this file is .ts) through the tsx loader,
+ * from the built package (.js) with plain node.
+ */
+export function defaultMemberLaunch(): MemberLaunch {
+  const here = import.meta.url;
+  const fromSource = here.endsWith('.ts');
+  const script = fileURLToPath(new URL(`./stress-member.${fromSource ? 'ts' : 'js'}`, here));
+  return { command: process.execPath, args: fromSource ? ['--import', tsxLoader(), script] : [script] };
+}
+
+/** A member letter: A..Z, then A1, B1, ... */
+export function memberName(index: number): string {
+  const letter = String.fromCharCode(65 + (index % 26));
+  return index < 26 ? letter : `${letter}${Math.floor(index / 26)}`;
+}
+
+type Reply<T extends FromMember['type']> = Extract<FromMember, { type: T }>;
+
+interface Waiter {
+  accept(message: FromMember): boolean;
+  reject(error: Error): void;
+}
+
+/** A running member process and its IPC channel. */
+export class MemberProcess {
+  nodeId = '';
+  /** The latest per-second sample, and when it arrived (coordinator ms). */
+  latest: MemberSample | undefined;
+  readonly exited: Promise<number | null>;
+  private readonly child: ChildProcess;
+  private stderrTail = '';
+  private waiters = new Set<Waiter>();
+  private exitCode: number | null | undefined;
+  private expectedExit = false;
+  private onSample: ((sample: MemberSample) => void) | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly index: number,
+    launch: MemberLaunch,
+  ) {
+    this.child = spawn(launch.command, launch.args, {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      env: launch.env ?? process.env,
+      serialization: 'advanced',
+    });
+    this.child.stderr!.setEncoding('utf8');
+    this.child.stderr!.on('data', (text: string) => {
+      this.stderrTail = (this.stderrTail + text).slice(-4000);
+    });
+    this.child.on('message', (message: FromMember) => this.receive(message));
+    this.exited = new Promise((resolve) => {
+      this.child.on('exit', (code, signal) => {
+        this.exitCode = code ?? (signal ? -1 : null);
+        const error = this.failure(
+          `exited${code !== null ? ` with code ${code}` : ''}${signal ? ` on ${signal}` : ''}`,
+        );
+        for (const waiter of this.waiters) waiter.reject(error);
+        this.waiters.clear();
+        resolve(code);
+      });
+      this.child.on('error', (error) => {
+        const failure = this.failure(`could not be started: ${error.message}`);
+        for (const waiter of this.waiters) waiter.reject(failure);
+        this.waiters.clear();
+        resolve(null);
+      });
+    });
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  /** Called with every per-second sample. */
+  onTick(listener: (sample: MemberSample) => void): void {
+    this.onSample = listener;
+  }
+
+  private failure(what: string): Error {
+    const tail = this.stderrTail.trim();
+    return new Error(`member ${this.name} ${what}${tail ? `:\n${tail}` : ''}`);
+  }
+
+  private receive(message: FromMember): void {
+    if (message.type === 'tick') {
+      this.latest = message.sample;
+      this.onSample?.(message.sample);
+    }
+    if (message.type === 'error') {
+      this.stderrTail = `${this.stderrTail}\n${message.message}`.slice(-4000);
+      const error = this.failure('failed');
+      for (const waiter of this.waiters) waiter.reject(error);
+      this.waiters.clear();
+      return;
+    }
+    for (const waiter of this.waiters) {
+      if (waiter.accept(message)) {
+        this.waiters.delete(waiter);
+        return;
+      }
+    }
+  }
+
+  send(message: ToMember): void {
+    if (this.running && this.child.connected) this.child.send(message);
+  }
+
+  /** The next message of `type` (matching `filter`), or a rejection after `timeoutMs` or on exit. */
+  next<T extends FromMember['type']>(
+    type: T,
+    timeoutMs: number,
+    filter: (message: Reply<T>) => boolean = () => true,
+  ): Promise<Reply<T>> {
+    return this.nextMatching(
+      (message) => message.type === type && filter(message as Reply<T>),
+      timeoutMs,
+      `"${type}"`,
+    ) as Promise<Reply<T>>;
+  }
+
+  /** The next message for which `accept` holds. */
+  nextMatching(
+    accept: (message: FromMember) => boolean,
+    timeoutMs: number,
+    what = 'a message',
+  ): Promise<FromMember> {
+    return new Promise((resolve, reject) => {
+      if (!this.running) {
+        reject(this.failure('is not running'));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.waiters.delete(waiter);
+        reject(this.failure(`did not send ${what} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter: Waiter = {
+        accept: (message) => {
+          if (!accept(message)) return false;
+          clearTimeout(timer);
+          resolve(message);
+          return true;
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      };
+      this.waiters.add(waiter);
+    });
+  }
+
+  /** Sends `message` and waits for the reply of `type`. */
+  request<T extends FromMember['type']>(
+    message: ToMember,
+    type: T,
+    timeoutMs: number,
+    filter?: (message: Reply<T>) => boolean,
+  ): Promise<Reply<T>> {
+    const reply = this.next(type, timeoutMs, filter);
+    this.send(message);
+    return reply;
+  }
+
+  /** Asks the member to leave and exit; kills it if it has not exited within `graceMs`. */
+  async stop(graceMs = 4000): Promise<void> {
+    this.expectedExit = true;
+    if (!this.running) return;
+    this.send({ type: 'exit' });
+    const timer = setTimeout(() => this.kill(), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  kill(): void {
+    this.expectedExit = true;
+    if (this.running) this.child.kill('SIGKILL');
+  }
+
+  /** True if the member exited while it was expected to run. */
+  get crashed(): boolean {
+    return !this.expectedExit && !this.running;
+  }
+}
+
+/** A fresh group in 239.0.0.0/8 (organisation-local scope) and a random port, so runs never cross. */
+export function randomGroup(): { group: string; port: number } {
+  return {
+    group: `239.${randomInt(1, 255)}.${randomInt(0, 256)}.${randomInt(1, 255)}`,
+    port: randomInt(20_000, 60_000),
+  };
+}
+
+/** Options shared by the demo and stress to start a set of members. */
+export interface ClusterLaunchOptions {
+  count: number;
+  settings: Omit<MemberSettings, 'logFilename'>;
+  workload: (index: number) => MemberConfig['workload'];
+  /** Folder for the members' log files. */
+  logFolder: string;
+  launcher?: MemberLauncher | undefined;
+  readyTimeoutMs?: number;
+}
+
+/** Starts members, configures them, and waits until each is up and sees all the others. */
+export async function launchCluster(options: ClusterLaunchOptions): Promise<MemberProcess[]> {
+  mkdirSync(options.logFolder, { recursive: true });
+  const members: MemberProcess[] = [];
+  const configs: MemberConfig[] = [];
+  const readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
+  try {
+    for (let index = 0; index < options.count; index++) {
+      const name = memberName(index);
+      let settings: MemberSettings = {
+        ...options.settings,
+        logFilename: resolvePath(options.logFolder, `member-${name}.log`),
+      };
+      let launch = defaultMemberLaunch();
+      if (options.launcher) {
+        const adapted = options.launcher({ index, name, settings }, launch);
+        launch = adapted.launch;
+        settings = { ...settings, ...adapted.settings };
+      }
+      const member = new MemberProcess(name, index, launch);
+      members.push(member);
+      configs.push({ name, index, settings, workload: options.workload(index) });
+    }
+    const ready = await Promise.all(
+      members.map(async (member, i) => {
+        await member.next('hello', readyTimeoutMs);
+        return member.request({ type: 'configure', config: configs[i]! }, 'ready', readyTimeoutMs);
+      }),
+    );
+    ready.forEach((message, i) => {
+      members[i]!.nodeId = message.nodeId;
+    });
+    await waitFor(
+      async () => {
+        const probes = await Promise.all(members.map((member) => probe(member)));
+        return probes.every((p) => p.members >= options.count - 1);
+      },
+      15_000,
+      () =>
+        `the ${options.count} members did not all see each other within 15 s: is multicast on loopback blocked ` +
+        '(firewall) or the group unreachable?',
+    );
+    return members;
+  } catch (error) {
+    await Promise.all(members.map((member) => member.stop(1000)));
+    throw error;
+  }
+}
+
+let probeCounter = 0;
+
+function probe(member: MemberProcess): Promise<Reply<'probe'>> {
+  const id = ++probeCounter;
+  return member.request({ type: 'probe', id }, 'probe', 5000, (reply) => reply.id === id);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls `condition` every 100 ms until it holds; throws `message()` after `timeoutMs`. */
+async function waitFor(
+  condition: () => Promise<boolean>,
+  timeoutMs: number,
+  message: () => string,
+): Promise<void> {
+  const until = performance.now() + timeoutMs;
+  while (!(await condition())) {
+    if (performance.now() > until) throw new Error(message());
+    await sleep(100);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Verdict
+
+type Checksum = Record<string, { crc: string; tsm: number }>;
+
+/** The comparison of every member's checksum. */
+export interface Verdict {
+  pass: boolean;
+  /** Distinct keys held by any member. */
+  keys: number;
+  differing: DifferingKey[];
+}
+
+/**
+ * PASS iff every member holds the same keys with the same crc and tsm. In mode 0 members hold the
+ * keys they chose to, so only versions are compared: a key must have one version wherever it is held.
+ */
+export function judge(checksums: Record<string, Checksum>, mode: 0 | 1 = 1): Verdict {
+  const members = Object.keys(checksums);
+  const keys = new Set<string>();
+  for (const member of members) for (const key of Object.keys(checksums[member]!)) keys.add(key);
+  const differing: DifferingKey[] = [];
+  for (const key of [...keys].sort()) {
+    const versions: DifferingKey['versions'] = {};
+    const seen = new Set<string>();
+    let absent = false;
+    for (const member of members) {
+      const version = Object.hasOwn(checksums[member]!, key) ? checksums[member]![key]! : null;
+      versions[member] = version ? { crc: version.crc, tsm: version.tsm } : null;
+      if (version) seen.add(`${version.crc}/${version.tsm}`);
+      else absent = true;
+    }
+    if (seen.size > 1 || (absent && mode === 1)) differing.push({ key, versions });
+  }
+  return { pass: differing.length === 0, keys: keys.size, differing };
+}
+
+/** One member's probe after the load stopped: ms since the stop, and its checksum digest. */
+export interface ProbeRecord {
+  t: number;
+  digest: string;
+}
+
+/**
+ * When a member reached the final state for good: the time of the first probe from which on every
+ * probe showed `finalDigest`; null if its last probe did not.
+ */
+export function convergenceTime(history: readonly ProbeRecord[], finalDigest: string): number | null {
+  let since: number | null = null;
+  for (const record of history) {
+    if (record.digest === finalDigest) since ??= record.t;
+    else since = null;
+  }
+  return since;
+}
+
+/** The digest most members hold (ties: the smallest, so the choice is stable). */
+export function majorityDigest(digests: readonly string[]): string {
+  const counts = new Map<string, number>();
+  for (const digest of digests) counts.set(digest, (counts.get(digest) ?? 0) + 1);
+  let best = '';
+  let bestCount = 0;
+  for (const [digest, count] of [...counts].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+    if (count > bestCount) {
+      best = digest;
+      bestCount = count;
+    }
+  }
+  return best;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The run
+
+/** Where a run writes its live output. */
+export interface StressOutput {
+  write(text: string): void;
+  /** Live line on one updating line (a terminal) rather than periodic lines. */
+  isTTY: boolean;
+}
+
+export interface StressRun {
+  result: StressResult;
+  exitCode: number;
+  files: { json: string; html: string };
+}
+
+const number = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
+
+function sum(members: readonly MemberProcess[], pick: (sample: MemberSample) => number): number {
+  let total = 0;
+  for (const member of members) if (member.latest) total += pick(member.latest);
+  return total;
+}
+
+/** Runs a stress test and writes its report. Members are always stopped, even on error. */
+export async function runStress(
+  options: StressOptions,
+  output: StressOutput,
+  launcher?: MemberLauncher,
+): Promise<StressRun> {
+  const startedAt = new Date();
+  const { group, port } = randomGroup();
+  const say = (line: string) => output.write(`${line}\n`);
+  say(
+    `mccache stress: starting ${options.nodes} members on ${group}:${port} (loopback), ` +
+      `pulse ${options.pulse} s${options.pulseSource === 'default' ? ' (stress default)' : ''}, seed ${options.seed}`,
+  );
+  const members = await launchCluster({
+    count: options.nodes,
+    settings: {
+      multicastIp: group,
+      multicastPort: port,
+      multicastIf: '127.0.0.1',
+      cluster: options.cluster,
+      cryptoKeys: options.cryptoKeys,
+      pulse: options.pulse,
+      ttl: options.ttl,
+      max: options.max,
+      size: options.size,
+      mode: options.mode,
+      tantrum: options.tantrum,
+      logLevel: 'warn',
+    },
+    workload: (index) => ({
+      keys: options.keys,
+      apertureMs: options.apertureMs,
+      mix: options.mix,
+      seed: (options.seed + index) >>> 0,
+    }),
+    logFolder: resolvePath(options.out, 'logs'),
+    launcher,
+  });
+  const interrupt = () => {
+    for (const member of members) member.kill();
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
+  try {
+    return await drive(options, output, members, { startedAt, group, port });
+  } finally {
+    process.off('SIGINT', interrupt);
+    process.off('SIGTERM', interrupt);
+    await Promise.all(members.map((member) => member.stop()));
+  }
+}
+
+async function drive(
+  options: StressOptions,
+  output: StressOutput,
+  members: MemberProcess[],
+  run: { startedAt: Date; group: string; port: number },
+): Promise<StressRun> {
+  const say = (line: string) => output.write(`${line}\n`);
+  const timeline: Record<string, TimelinePoint[]> = {};
+  let loadStart = Number.POSITIVE_INFINITY;
+  for (const member of members) {
+    const points: TimelinePoint[] = [];
+    timeline[member.name] = points;
+    member.onTick((sample) => {
+      if (performance.now() < loadStart) return;
+      points.push({
+        t: Math.round(performance.now() - loadStart),
+        ops: sample.workload.ops,
+        retransmits: sample.retransmits,
+        naksSent: sample.naksSent,
+        queuedOps: sample.queuedOps,
+      });
+    });
+  }
+  say(
+    `members ${members.map((m) => `${m.name}=${m.nodeId}`).join(' ')} see each other; load for ${options.durationMs / 1000} s`,
+  );
+
+  // Load.
+  const crashed = () => members.find((member) => member.crashed);
+  loadStart = performance.now();
+  for (const member of members) member.send({ type: 'start' });
+  let lastOps = 0;
+  let lastAt = loadStart;
+  let lastPrinted = 0;
+  const live = setInterval(() => {
+    const now = performance.now();
+    const ops = sum(members, (s) => s.workload.ops);
+    const rate = ((ops - lastOps) * 1000) / Math.max(1, now - lastAt);
+    lastOps = ops;
+    lastAt = now;
+    const queued = members.map((m) => m.latest?.queuedOps ?? 0);
+    const line =
+      `elapsed ${((now - loadStart) / 1000).toFixed(0).padStart(4)}s/${(options.durationMs / 1000).toFixed(0)}s | ` +
+      `${number.format(rate).padStart(7)} ops/s | queued ${queued.join('/')} | ` +
+      `retransmits ${number.format(sum(members, (s) => s.retransmits))} | ` +
+      `NAKs ${number.format(sum(members, (s) => s.naksSent))}`;
+    if (output.isTTY) output.write(`\r\x1b[K${line}`);
+    else if (now - lastPrinted >= 5000) {
+      lastPrinted = now;
+      say(line);
+    }
+  }, 1000);
+  try {
+    const loadEnd = loadStart + options.durationMs;
+    while (performance.now() < loadEnd) {
+      const gone = crashed();
+      if (gone) throw new Error(`member ${gone.name} exited during the load`);
+      await sleep(Math.min(200, Math.max(1, loadEnd - performance.now())));
+    }
+  } finally {
+    clearInterval(live);
+    if (output.isTTY) output.write('\n');
+  }
+  const stops = members.map((member) => member.request({ type: 'stop' }, 'stopped', 10_000));
+  await Promise.all(stops);
+  const stopAt = performance.now();
+  const loadMs = stopAt - loadStart;
+  say(`load stopped after ${(loadMs / 1000).toFixed(1)} s; waiting for the members to converge`);
+
+  // Settle: probe until every member is quiescent and all hold the same digest for a second.
+  const history: Record<string, ProbeRecord[]> = Object.fromEntries(members.map((m) => [m.name, []]));
+  const settleUntil = stopAt + options.settleTimeoutMs;
+  let agreeingSince: number | null = null;
+  let finals: Array<Reply<'checksum'>> = [];
+  let verdict: Verdict | undefined;
+  let checksumRound = 0;
+  for (;;) {
+    const gone = crashed();
+    if (gone) throw new Error(`member ${gone.name} exited while the cluster settled`);
+    const probes = await Promise.all(members.map((member) => probe(member)));
+    const now = performance.now();
+    probes.forEach((reply, i) => {
+      history[members[i]!.name]!.push({ t: now - stopAt, digest: reply.digest });
+    });
+    const agreeing = probes.every((p) => p.quiescent && p.digest === probes[0]!.digest);
+    agreeingSince = agreeing ? (agreeingSince ?? now) : null;
+    const timedOut = now > settleUntil;
+    if ((agreeingSince !== null && now - agreeingSince >= 1000) || timedOut) {
+      const id = ++checksumRound;
+      finals = await Promise.all(
+        members.map((member) =>
+          member.request({ type: 'checksum', id }, 'checksum', 10_000, (reply) => reply.id === id),
+        ),
+      );
+      const t = performance.now() - stopAt;
+      finals.forEach((reply, i) => {
+        history[members[i]!.name]!.push({ t, digest: reply.digest });
+      });
+      verdict = judge(
+        Object.fromEntries(finals.map((reply, i) => [members[i]!.name, reply.checksum])),
+        options.mode,
+      );
+      if (verdict.pass || timedOut) break;
+      agreeingSince = null;
+    }
+    await sleep(25);
+  }
+  const settleMs = performance.now() - stopAt;
+
+  const finalDigest = majorityDigest(finals.map((reply) => reply.digest));
+  const nodes: NodeResult[] = members.map((member, i) => {
+    const final = finals[i]!;
+    const sample = final.sample;
+    const counts = sample.workload;
+    return {
+      name: member.name,
+      nodeId: member.nodeId,
+      ops: counts.ops,
+      lookups: counts.lookups,
+      inserts: counts.inserts,
+      updates: counts.updates,
+      deletes: counts.deletes,
+      skipped: counts.skipped,
+      behindOps: counts.behindOps,
+      errors: counts.errors,
+      evictions: sample.evictions,
+      retransmits: sample.retransmits,
+      naksSent: sample.naksSent,
+      duplicates: sample.duplicates,
+      drops: sample.drops,
+      dropped: sample.dropped,
+      unrecoverable: sample.unrecoverable,
+      queueDropped: sample.queueDropped,
+      datagramsSent: sample.datagramsSent,
+      datagramsReceived: sample.datagramsReceived,
+      latency: sample.latency,
+      latencyQuantiles: final.latencyQuantiles,
+      convergenceMs:
+        verdict!.pass || final.digest === finalDigest
+          ? round(convergenceTime(history[member.name]!, finalDigest))
+          : null,
+      entries: Object.keys(final.checksum).length,
+      digest: final.digest,
+      cpuSeconds: sample.cpuMicros / 1e6,
+      rssBytes: sample.rssBytes,
+    };
+  });
+  const convergences = nodes.map((n) => n.convergenceMs);
+  const convergedMs = convergences.some((c) => c === null) ? null : Math.max(...(convergences as number[]));
+  const total = (pick: (n: NodeResult) => number) => nodes.reduce((acc, n) => acc + pick(n), 0);
+  const totalOps = total((n) => n.ops);
+  const pass = verdict!.pass;
+  const reason = pass
+    ? `all ${members.length} members hold the same ${verdict!.keys} keys (digest ${finalDigest}), ` +
+      `${(settleMs / 1000).toFixed(2)} s after the load stopped`
+    : `${verdict!.differing.length} of ${verdict!.keys} keys differ between members ` +
+      `${(options.settleTimeoutMs / 1000).toFixed(0)} s after the load stopped`;
+  const result: StressResult = {
+    tool: 'mccache stress',
+    formatVersion: 1,
+    startedAt: run.startedAt.toISOString(),
+    verdict: pass ? 'PASS' : 'FAIL',
+    reason,
+    config: {
+      nodes: options.nodes,
+      keys: options.keys,
+      apertureMs: options.apertureMs,
+      mix: options.mix,
+      tantrum: options.tantrum,
+      ttl: options.ttl,
+      max: options.max,
+      size: options.size,
+      pulse: options.pulse,
+      pulseSource: options.pulseSource,
+      mode: options.mode,
+      encrypted: options.cryptoKeys.length > 0,
+      durationMs: options.durationMs,
+      settleTimeoutMs: options.settleTimeoutMs,
+      seed: options.seed,
+      cluster: options.cluster,
+      group: run.group,
+      port: run.port,
+    },
+    timing: { loadMs: Math.round(loadMs), settleMs: Math.round(settleMs), convergedMs },
+    totals: {
+      ops: totalOps,
+      opsPerSecond: Math.round((totalOps * 1000) / Math.max(1, loadMs)),
+      targetOpsPerSecond: Math.round((options.nodes * 1000) / options.apertureMs),
+      lookups: total((n) => n.lookups),
+      inserts: total((n) => n.inserts),
+      updates: total((n) => n.updates),
+      deletes: total((n) => n.deletes),
+      evictions: total((n) => n.evictions),
+      retransmits: total((n) => n.retransmits),
+      drops: total((n) => n.drops),
+      keysAtEnd: verdict!.keys,
+    },
+    nodes,
+    differingKeys: verdict!.differing.slice(0, 1000),
+    differingKeysTotal: verdict!.differing.length,
+    timeline,
+  };
+  const files = writeReport(options.out, result);
+  say('');
+  say(formatSummary(result));
+  say(`report: ${files.html}\nresult: ${files.json}`);
+  return { result, exitCode: pass ? 0 : 1, files };
+}
+
+function round(value: number | null): number | null {
+  return value === null ? null : Math.round(value);
+}
