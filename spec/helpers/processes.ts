@@ -154,6 +154,11 @@ export class MemberProcess {
     return this.request<MemberMetrics>({ metrics: {} });
   }
 
+  /** The engine's drop counters by reason. */
+  dropped(): Promise<Record<string, number>> {
+    return this.request({ dropped: {} });
+  }
+
   /** Graceful exit: shutdown() (BYE), then the process ends. */
   async shutdown(): Promise<void> {
     await this.request({ exit: {} });
