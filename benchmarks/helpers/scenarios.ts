@@ -63,6 +63,9 @@ export interface ThroughputResult {
   datagramsSent: number;
   retransmits: number;
   opsPerDatagram: number;
+  /** CPU time per op in the writer (until every reader had all) and in the average reader, in us. */
+  writerCpuPerOp: number;
+  readerCpuPerOp: number;
 }
 
 interface ClusterCounters {
@@ -85,16 +88,24 @@ export async function replicatedThroughput(
   await Promise.all(readers.map((reader) => reader.call('mcArm')));
   const before = await writer.call<ClusterCounters>('mcMetrics');
   const completions = readers.map((reader) =>
-    reader.call<{ applied: number; doneMs: number }>('mcAwait', { count, timeoutMs: 30_000 }, 40_000),
+    reader.call<{ applied: number; doneMs: number; cpuMicros: number }>(
+      'mcAwait',
+      { count, timeoutMs: 30_000 },
+      40_000,
+    ),
   );
-  const written = await writer.call<{ startMs: number; writtenMs: number }>('mcWrite', {
-    prefix,
-    count,
-    valueBytes,
-    burst: 1000,
-    queueLimit: 20_000,
-  });
+  const written = await writer.call<{ startMs: number; writtenMs: number; cpuStart: NodeJS.CpuUsage }>(
+    'mcWrite',
+    {
+      prefix,
+      count,
+      valueBytes,
+      burst: 1000,
+      queueLimit: 20_000,
+    },
+  );
   const done = await Promise.all(completions);
+  const writerCpu = await writer.call<number>('mcCpuSince', written.cpuStart);
   const after = await writer.call<ClusterCounters>('mcMetrics');
   const lastMs = Math.max(...done.map((d) => d.doneMs));
   const datagramsSent = after.datagramsSent - before.datagramsSent;
@@ -106,6 +117,8 @@ export async function replicatedThroughput(
     datagramsSent,
     retransmits: after.retransmits - before.retransmits,
     opsPerDatagram: (after.opsSent - before.opsSent) / Math.max(1, datagramsSent),
+    writerCpuPerOp: writerCpu / count,
+    readerCpuPerOp: done.reduce((sum, d) => sum + d.cpuMicros, 0) / done.length / count,
   };
   await clearEverywhere(writer, readers);
   return result;

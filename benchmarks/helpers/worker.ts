@@ -22,6 +22,13 @@ let store: CacheStore | undefined;
 /** One-way latencies (ms) observed by the cache callback since the last collect. */
 let mcSamples: number[] = [];
 let appliedBaseline = 0;
+let cpuBaseline = process.cpuUsage();
+
+/** CPU microseconds (user + system) this process used since `since`. */
+function cpuMicrosSince(since: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(since);
+  return used.user + used.system;
+}
 
 function requireNode(): { node: McCacheNode; cache: Cache<string>; store: CacheStore } {
   if (!node || !cache || !store) throw new Error('no mccache member: send mcStart first');
@@ -84,6 +91,7 @@ const mcHandlers: Record<string, Handler> = {
   /** Records the applied count, so that mcAwait counts from here. */
   mcArm: () => {
     appliedBaseline = remoteApplied();
+    cpuBaseline = process.cpuUsage();
     return appliedBaseline;
   },
   /** Resolves when `count` more remote changes were applied (or at the deadline) with the time. */
@@ -93,8 +101,9 @@ const mcHandlers: Record<string, Handler> = {
       const poll = () => {
         const applied = remoteApplied() - appliedBaseline;
         const now = monotonicMs();
-        if (applied >= args.count || now > deadline) resolve({ applied, doneMs: now });
-        else setTimeout(poll, 1);
+        if (applied >= args.count || now > deadline) {
+          resolve({ applied, doneMs: now, cpuMicros: cpuMicrosSince(cpuBaseline) });
+        } else setTimeout(poll, 1);
       };
       poll();
     }),
@@ -107,6 +116,7 @@ const mcHandlers: Record<string, Handler> = {
       const { node, cache } = requireNode();
       const value = padding(args.valueBytes);
       const startMs = monotonicMs();
+      const cpuStart = process.cpuUsage();
       let written = 0;
       const step = () => {
         if (node.engine.gauges().queuedOps! < args.queueLimit) {
@@ -114,7 +124,7 @@ const mcHandlers: Record<string, Handler> = {
           for (; written < end; written++) cache[`${args.prefix}${written}`] = value;
         }
         if (written < args.count) setImmediate(step);
-        else resolve({ startMs, writtenMs: monotonicMs() });
+        else resolve({ startMs, writtenMs: monotonicMs(), cpuStart });
       };
       step();
     }),
@@ -148,6 +158,8 @@ const mcHandlers: Record<string, Handler> = {
   mcClear: () => requireNode().node.clearCache(requireNode().store.name),
   mcCount: () => requireNode().store.count,
   mcQuiescent: () => requireNode().node.engine.quiescent,
+  /** CPU used since `since` (a process.cpuUsage() taken earlier in this process), in microseconds. */
+  mcCpuSince: (since: NodeJS.CpuUsage) => cpuMicrosSince(since),
   mcMetrics: () => requireNode().node.getLocalMetrics().cluster,
 };
 
