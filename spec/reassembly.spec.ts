@@ -133,6 +133,20 @@ describe('reassembly', () => {
     assert.equal(reassembly.heldMessages, 2);
   });
 
+  test('bounds the bytes held for all senders together, and counts what it refuses', () => {
+    const { reassembly } = setup({ maxBytesPerSender: 1000, maxBytesTotal: 1550 });
+    for (const sender of [1, 2, 3]) {
+      const [first] = fragments(sender, 0, 700);
+      reassembly.add(first![0], first![1]);
+    }
+    assert.equal(reassembly.heldBytes, 1400);
+    assert.equal(reassembly.stats.overBudget, 1);
+    const [small] = fragments(3, 10, 150);
+    reassembly.add(small![0], small![1]);
+    assert.equal(reassembly.heldBytes, 1550);
+    assert.equal(reassembly.stats.overBudget, 1);
+  });
+
   test('bounds the number of senders, forgetting idle ones first', () => {
     const { reassembly } = setup({ maxSenders: 2 });
     const one = fragments(1, 0, 200);

@@ -17,6 +17,11 @@ export interface ReassemblyOptions {
   maxBytesPerSender: number;
   /** Most senders with incomplete messages held at once. */
   maxSenders: number;
+  /**
+   * Most bytes held for all senders together. Default: maxSenders * maxBytesPerSender (no extra
+   * bound). Set it lower when that product is more memory than the process may spend on the network.
+   */
+  maxBytesTotal?: number;
 }
 
 /** Counters of a {@link Reassembly}. Fragments not counted here were used. */
@@ -89,6 +94,7 @@ export class Reassembly {
   };
   readonly #options: ReassemblyOptions;
   readonly #senders = new Map<number, SenderState>();
+  readonly #maxBytesTotal: number;
   #heldBytes = 0;
   #heldMessages = 0;
 
@@ -97,7 +103,9 @@ export class Reassembly {
     checkPositive('maxMessagesPerSender', options.maxMessagesPerSender);
     checkPositive('maxBytesPerSender', options.maxBytesPerSender);
     checkPositive('maxSenders', options.maxSenders);
+    if (options.maxBytesTotal !== undefined) checkPositive('maxBytesTotal', options.maxBytesTotal);
     this.#options = { ...options };
+    this.#maxBytesTotal = options.maxBytesTotal ?? options.maxSenders * options.maxBytesPerSender;
   }
 
   /** Bytes held in incomplete messages. */
@@ -222,7 +230,8 @@ export class Reassembly {
     }
     if (
       sender.pending.size >= this.#options.maxMessagesPerSender ||
-      sender.bytes + header.messageLength > this.#options.maxBytesPerSender
+      sender.bytes + header.messageLength > this.#options.maxBytesPerSender ||
+      this.#heldBytes + header.messageLength > this.#maxBytesTotal
     ) {
       this.stats.overBudget++;
       return undefined;
