@@ -91,8 +91,9 @@ export async function getHops(ip: string, maxHops = 20): Promise<number> {
         'getHops needs `tracepath` or `traceroute`: install the Debian package iputils-tracepath or traceroute',
       );
     }
-    const lines = [...output.matchAll(/^\s*(\d+)\s+(\S+)/gm)];
-    const hit = lines.find((m) => m[2] === ip);
+    // A hop line is "N  addr  times..."; a probe that timed out shows "*" before the address.
+    const lines = [...output.matchAll(/^\s*(\d+)\s+(.*)$/gm)];
+    const hit = lines.find((m) => m[2]!.split(/\s+/).includes(ip));
     if (hit) return Number(hit[1]);
   }
   throw new Error(`${ip} was not reached within ${maxHops} hops`);

@@ -32,19 +32,6 @@ function address(positionals: string[], usage: string, extra: number): string {
   return ip;
 }
 
-/** Missing system tools become a one-line message naming the Debian package (exit 1). */
-async function reportMissingTool(run: () => Promise<number>, output: Output): Promise<number> {
-  try {
-    return await run();
-  } catch (error) {
-    if ((error as Error)?.name === 'MissingToolError') {
-      output.write(`${(error as Error).message}\n`);
-      return 1;
-    }
-    throw error;
-  }
-}
-
 export async function runMtu(argv: string[], output: Output): Promise<number> {
   const { positionals, help } = parseArgs(argv, {});
   if (help) {
@@ -52,14 +39,13 @@ export async function runMtu(argv: string[], output: Output): Promise<number> {
     return 0;
   }
   const ip = address(positionals, MTU_USAGE, 0);
-  return reportMissingTool(async () => {
-    const mtu = await getMtu(ip);
-    output.write(`${mtu}\n`);
-    output.write(
-      `path MTU to ${ip}: ${mtu} bytes; suggested MCCACHE_PACKET_MTU=${Math.min(65_507, mtu - 28)}\n`,
-    );
-    return 0;
-  }, output);
+  // A missing tool throws a MissingToolError naming the Debian package: main prints it, exit 1.
+  const mtu = await getMtu(ip);
+  output.write(`${mtu}\n`);
+  output.write(
+    `path MTU to ${ip}: ${mtu} bytes; suggested MCCACHE_PACKET_MTU=${Math.min(65_507, mtu - 28)}\n`,
+  );
+  return 0;
 }
 
 export async function runHops(argv: string[], output: Output): Promise<number> {
@@ -77,12 +63,10 @@ export async function runHops(argv: string[], output: Output): Promise<number> {
       throw new UsageError(`max "${text}": expected a whole number of hops from 1 to 255`);
     }
   }
-  return reportMissingTool(async () => {
-    const hops = await getHops(ip, max);
-    output.write(`${hops}\n`);
-    output.write(
-      `${ip} is ${hops} hop${hops === 1 ? '' : 's'} away; suggested MCCACHE_MULTICAST_HOPS=${hops}\n`,
-    );
-    return 0;
-  }, output);
+  const hops = await getHops(ip, max);
+  output.write(`${hops}\n`);
+  output.write(
+    `${ip} is ${hops} hop${hops === 1 ? '' : 's'} away; suggested MCCACHE_MULTICAST_HOPS=${hops}\n`,
+  );
+  return 0;
 }

@@ -282,6 +282,10 @@ export function lineChart(options: {
   yLabel: string;
   series: Series[];
   markers?: Array<{ x: number; label: string }>;
+  /** Logarithmic x axis (values below 0.1 are drawn at 0.1). */
+  logX?: boolean;
+  /** Draw steps instead of slopes between points. */
+  step?: boolean;
   width?: number;
   height?: number;
 }): string {
@@ -296,12 +300,16 @@ export function lineChart(options: {
   const all = options.series.flatMap((s) => s.points);
   const xs = all.map((p) => p[0]);
   const ys = all.map((p) => p[1]);
-  const xMin = xs.length ? Math.min(...xs) : 0;
-  const xMaxRaw = xs.length ? Math.max(...xs) : 1;
+  // A log axis shows a latency distribution whose body is near 1 ms and whose tail is far out.
+  const log = options.logX === true;
+  const floor = 0.1;
+  const tx = (x: number) => (log ? Math.log10(Math.max(floor, x)) : x);
+  const xMin = xs.length ? Math.min(...xs.map(tx)) : 0;
+  const xMaxRaw = xs.length ? Math.max(...xs.map(tx)) : 1;
   const xMax = xMaxRaw > xMin ? xMaxRaw : xMin + 1;
   const yStep = niceStep(Math.max(...ys, 0) || 1, 5);
   const yMax = Math.max(yStep, Math.ceil((Math.max(...ys, 0) || 1) / yStep) * yStep);
-  const sx = (x: number) => left + ((x - xMin) / (xMax - xMin)) * plotW;
+  const sx = (x: number) => left + ((tx(x) - xMin) / (xMax - xMin)) * plotW;
   const sy = (y: number) => top + plotH - (y / yMax) * plotH;
   const parts: string[] = [];
   parts.push(
@@ -314,8 +322,16 @@ export function lineChart(options: {
       `<text x="${left - 6}" y="${(sy(y) + 4).toFixed(1)}" text-anchor="end">${tickLabel(y)}</text>`,
     );
   }
-  const xStep = niceStep(xMax - xMin, 8);
-  for (let x = Math.ceil(xMin / xStep) * xStep; x <= xMax + xStep / 1000; x += xStep) {
+  const xTicks: number[] = [];
+  if (log) {
+    for (let power = Math.floor(xMin); power <= Math.ceil(xMax); power++) {
+      if (power >= xMin - 1e-9 && power <= xMax + 1e-9) xTicks.push(10 ** power);
+    }
+  } else {
+    const xStep = niceStep(xMax - xMin, 8);
+    for (let x = Math.ceil(xMin / xStep) * xStep; x <= xMax + xStep / 1000; x += xStep) xTicks.push(x);
+  }
+  for (const x of xTicks) {
     parts.push(
       `<line x1="${sx(x).toFixed(1)}" x2="${sx(x).toFixed(1)}" y1="${top + plotH}" y2="${top + plotH + 4}" class="axis"/>`,
       `<text x="${sx(x).toFixed(1)}" y="${top + plotH + 17}" text-anchor="middle">${tickLabel(x)}</text>`,
@@ -328,17 +344,22 @@ export function lineChart(options: {
     `<text transform="translate(14 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">${escapeHtml(options.yLabel)}</text>`,
   );
   for (const marker of options.markers ?? []) {
-    if (marker.x < xMin || marker.x > xMax) continue;
+    if (tx(marker.x) < xMin || tx(marker.x) > xMax) continue;
     parts.push(
       `<line x1="${sx(marker.x).toFixed(1)}" x2="${sx(marker.x).toFixed(1)}" y1="${top}" y2="${top + plotH}" class="marker"/>`,
-      `<text x="${(sx(marker.x) + 4).toFixed(1)}" y="${top + 12}" class="marker-label">${escapeHtml(marker.label)}</text>`,
+      `<text x="${(sx(marker.x) - 4).toFixed(1)}" y="${top + 12}" text-anchor="end" class="marker-label">${escapeHtml(marker.label)}</text>`,
     );
   }
   options.series.forEach((series, i) => {
     const colour = PALETTE[i % PALETTE.length]!;
     if (series.points.length > 0) {
       const d = series.points
-        .map(([x, y], j) => `${j === 0 ? 'M' : 'L'}${sx(x).toFixed(1)},${sy(y).toFixed(1)}`)
+        .map(([x, y], j) => {
+          const point = `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`;
+          if (j === 0) return `M${point}`;
+          // A step: run level to the new x, then rise (a distribution is flat between samples).
+          return options.step ? `H${sx(x).toFixed(1)} V${sy(y).toFixed(1)}` : `L${point}`;
+        })
         .join(' ');
       parts.push(`<path d="${d}" fill="none" stroke="${colour}" stroke-width="1.6"/>`);
     }
@@ -432,7 +453,9 @@ export function renderHtml(result: StressResult): string {
   });
   const latencyChart = lineChart({
     title: 'Replication latency distribution (cumulative)',
-    xLabel: 'latency, ms (write on one member to apply on this one)',
+    xLabel: 'latency, ms, logarithmic (write on one member to apply on this one)',
+    logX: true,
+    step: true,
     yLabel: '% of ops at or below',
     series: result.nodes.map((node) => ({
       name: `node ${node.name}`,
@@ -503,7 +526,8 @@ export function renderHtml(result: StressResult): string {
 </dl>
 <h2>Summary</h2>
 ${table}
-<p>p50/p99: replication latency of ops written by another member and applied on this one. Converged: time after the
+<p>p50/p99: replication latency of ops written by another member and applied on this one (write
+timestamps are whole milliseconds, so latencies are too: 1.1 means at most about 1 ms). Converged: time after the
 load stopped until the member held the final state. Drops: datagrams the engine refused (not counting its own echoes
 and duplicates); the monkey tantrum's drops happen below it and show up as NAKs and retransmissions.</p>
 <h2>Charts</h2>
