@@ -39,6 +39,10 @@ const DANGEROUS_KEYS = [
   '__lookupGetter__',
   'then',
   'toJSON',
+  // names of the Proxy target's own fields: still plain data
+  'store',
+  'metadataView',
+  'customInspect',
 ];
 
 describe('dictionary syntax', () => {

@@ -1,0 +1,242 @@
+/**
+ * The local cache, no peers: the mccache Proxy against Map, a plain object, lru-cache (same max and
+ * ttl) and node-cache, in one run on the same 10k string keys.
+ *
+ * "mc store" is the store behind an mccache cache used directly (storeOf(cache).get/set...), to
+ * show what the Proxy itself costs.
+ *
+ * Operations: read hit, read miss, write (update of an existing key) of a small number and of a
+ * small object, `in`, delete (re-inserted untimed after each iteration) and Object.keys of the
+ * whole cache. Each timed iteration runs the operation on a block of 1000 keys, walking round the
+ * 10k, so timer overhead does not dominate and an iteration fits in a scheduler time slice on a
+ * busy machine; ops/s comes from the median iteration. Each contender's loops are compiled
+ * separately (new Function), so every call site stays monomorphic and no contender pays for
+ * another's shapes.
+ *
+ * Targets (issue 2): reads >= 10 M ops/s and >= 0.7x lru-cache.get; writes >= 2 M ops/s.
+ *
+ * Run: npx tsx benchmarks/local.ts
+ */
+import { cpus } from 'node:os';
+import { LRUCache } from 'lru-cache';
+import NodeCache from 'node-cache';
+import { Bench } from 'tinybench';
+import { type Cache, storeOf } from '../lib/cache/proxy.js';
+import { CacheRegistry } from '../lib/cache/registry.js';
+import { HybridLogicalClock, SystemClock } from '../lib/clock.js';
+import { cacheSettingsOf, DEFAULTS } from '../lib/config.js';
+import { silentLog } from '../lib/log.js';
+
+const KEYS = 10_000;
+const BLOCK = 1000;
+const MAX = 2 * KEYS;
+const TTL_SECONDS = 3600;
+const TARGET_READ = 10_000_000;
+const TARGET_READ_RATIO = 0.7;
+const TARGET_WRITE = 2_000_000;
+
+const keys = Array.from({ length: KEYS }, (_, i) => `user:${(0x9e3779b1 * (i + 1)) >>> 0}`);
+const missingKeys = keys.map((key) => `${key}:missing`);
+const numbers = keys.map((_, i) => i);
+const objects = keys.map((key, i) => ({ id: i, name: key, active: i % 2 === 0 }));
+
+/** A contender: its container `t` and the source of each operation on key `k` (and value `v`). */
+interface Contender {
+  name: string;
+  target: unknown;
+  get: string;
+  set: string;
+  has: string;
+  remove: string;
+  keys: string;
+}
+
+function mccacheProxy(): Cache<unknown> {
+  const clock = new SystemClock();
+  const registry = new CacheRegistry(
+    {
+      clock,
+      hlc: new HybridLogicalClock(clock),
+      nodeId: 1,
+      log: silentLog,
+      tombstoneTtlMs: 60_000,
+      maxTombstones: MAX,
+    },
+    { ...cacheSettingsOf(DEFAULTS), ttl: TTL_SECONDS, max: MAX, size: 2 ** 30 },
+  );
+  return registry.cache<unknown>('bench');
+}
+
+const contenders: Contender[] = [
+  {
+    name: 'mccache',
+    target: mccacheProxy(),
+    get: 't[k]',
+    set: 't[k] = v',
+    has: 'k in t',
+    remove: 'delete t[k]',
+    keys: 'Object.keys(t)',
+  },
+  {
+    // The store behind the same kind of cache, without the Proxy: what the dictionary syntax costs.
+    name: 'mc store',
+    target: storeOf(mccacheProxy()),
+    get: 't.get(k)',
+    set: 't.set(k, v)',
+    has: 't.has(k)',
+    remove: 't.delete(k)',
+    keys: 't.keys()',
+  },
+  {
+    name: 'Map',
+    target: new Map(),
+    get: 't.get(k)',
+    set: 't.set(k, v)',
+    has: 't.has(k)',
+    remove: 't.delete(k)',
+    keys: '[...t.keys()]',
+  },
+  {
+    name: 'object',
+    target: {},
+    get: 't[k]',
+    set: 't[k] = v',
+    has: 'k in t',
+    remove: 'delete t[k]',
+    keys: 'Object.keys(t)',
+  },
+  {
+    name: 'lru-cache',
+    target: new LRUCache<string, {}>({ max: MAX, ttl: TTL_SECONDS * 1000 }),
+    get: 't.get(k)',
+    set: 't.set(k, v)',
+    has: 't.has(k)',
+    remove: 't.delete(k)',
+    keys: '[...t.keys()]',
+  },
+  {
+    name: 'node-cache',
+    // useClones: false, or node-cache deep-copies every value on get and set.
+    target: new NodeCache({ stdTTL: TTL_SECONDS, checkperiod: 0, useClones: false, maxKeys: MAX }),
+    get: 't.get(k)',
+    set: 't.set(k, v)',
+    has: 't.has(k)',
+    remove: 't.del(k)',
+    keys: 't.keys()',
+  },
+];
+
+/** Where each contender's loops are in the key ring, and what they consumed (so reads are not optimised away). */
+interface LoopState {
+  cursor: number;
+  last: number;
+  sink: number;
+}
+
+type BlockLoop = (t: unknown, keys: string[], values: unknown[], state: LoopState) => void;
+
+/** Compiles a loop that runs `statement` on the next block of keys, with `k` the key and `v` the value. */
+function blockLoop(statement: string): BlockLoop {
+  return new Function(
+    't',
+    'keys',
+    'values',
+    'state',
+    `const from = state.cursor;
+     const to = from + ${BLOCK};
+     let sink = 0;
+     for (let i = from; i < to; i++) {
+       const k = keys[i];
+       const v = values[i];
+       ${statement};
+     }
+     state.last = from;
+     state.cursor = to === keys.length ? 0 : to;
+     state.sink += sink;`,
+  ) as BlockLoop;
+}
+
+const state: LoopState = { cursor: 0, last: 0, sink: 0 };
+const bench = new Bench({ time: 800, warmup: true, warmupTime: 200 });
+const operationsPerIteration = new Map<string, number>();
+
+for (const c of contenders) {
+  const fill = blockLoop(c.set);
+  const refill = () => {
+    const cursor = state.cursor;
+    state.cursor = state.last;
+    fill(c.target, keys, objects, state);
+    state.cursor = cursor;
+  };
+  for (let i = 0; i < KEYS / BLOCK; i++) fill(c.target, keys, objects, state);
+  const tasks: [string, BlockLoop, string[], unknown[]][] = [
+    ['read hit', blockLoop(`if (${c.get} !== undefined) sink++`), keys, objects],
+    ['read miss', blockLoop(`if (${c.get} === undefined) sink++`), missingKeys, objects],
+    ['write number', blockLoop(c.set), keys, numbers],
+    ['write object', blockLoop(c.set), keys, objects],
+    ['in', blockLoop(`if (${c.has}) sink++`), keys, objects],
+  ];
+  for (const [operation, loop, keyList, values] of tasks) {
+    operationsPerIteration.set(`${operation}|${c.name}`, BLOCK);
+    bench.add(`${operation}|${c.name}`, () => loop(c.target, keyList, values, state));
+  }
+  const remove = blockLoop(c.remove);
+  operationsPerIteration.set(`delete|${c.name}`, BLOCK);
+  bench.add(`delete|${c.name}`, () => remove(c.target, keys, objects, state), { afterEach: refill });
+  const listKeys = new Function('t', 'state', `state.sink += ${c.keys}.length;`) as (
+    t: unknown,
+    s: LoopState,
+  ) => void;
+  operationsPerIteration.set(`Object.keys|${c.name}`, 1);
+  bench.add(`Object.keys|${c.name}`, () => listKeys(c.target, state));
+}
+
+await bench.run();
+
+const rates = new Map<string, number>();
+for (const task of bench.tasks) {
+  const result = task.result;
+  if (!('latency' in result)) throw new Error(`benchmark ${task.name} did not complete: ${result.state}`);
+  rates.set(task.name, (operationsPerIteration.get(task.name)! / result.latency.p50) * 1000);
+}
+const rate = (operation: string, contender: string) => rates.get(`${operation}|${contender}`)!;
+const format = (opsPerSecond: number) =>
+  opsPerSecond >= 1e6 ? `${(opsPerSecond / 1e6).toFixed(2)} M` : `${(opsPerSecond / 1e3).toFixed(1)} k`;
+
+console.log(`Node ${process.version}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'})`);
+console.log(`${KEYS} string keys, max ${MAX}, ttl ${TTL_SECONDS} s; ops/s from the median iteration\n`);
+const names = contenders.map((c) => c.name);
+console.log(
+  ['operation'.padEnd(14), ...names.map((n) => n.padStart(12)), 'mccache/lru-cache'.padStart(19)].join(''),
+);
+for (const operation of [
+  'read hit',
+  'read miss',
+  'write number',
+  'write object',
+  'in',
+  'delete',
+  'Object.keys',
+]) {
+  const cells = names.map((name) => format(rate(operation, name)).padStart(12));
+  const ratio = rate(operation, 'mccache') / rate(operation, 'lru-cache');
+  console.log([operation.padEnd(14), ...cells, `${ratio.toFixed(2)}x`.padStart(19)].join(''));
+}
+
+const readHit = rate('read hit', 'mccache');
+const readRatio = readHit / rate('read hit', 'lru-cache');
+const writeNumber = rate('write number', 'mccache');
+const writeObject = rate('write object', 'mccache');
+const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED');
+console.log('\nTargets');
+console.log(`  reads >= 10 M ops/s:           ${format(readHit)} ops/s   ${verdict(readHit >= TARGET_READ)}`);
+console.log(
+  `  reads >= 0.7x lru-cache.get:   ${readRatio.toFixed(2)}x           ${verdict(readRatio >= TARGET_READ_RATIO)}`,
+);
+console.log(
+  `  writes >= 2 M ops/s (number):  ${format(writeNumber)} ops/s   ${verdict(writeNumber >= TARGET_WRITE)}`,
+);
+console.log(
+  `  writes >= 2 M ops/s (object):  ${format(writeObject)} ops/s   ${verdict(writeObject >= TARGET_WRITE)}`,
+);
+if (state.sink === -1) console.log('unreachable');
