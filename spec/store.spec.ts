@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { encodeSimpleValue } from '../lib/cache/simple-encoding.js';
+import { encodeSimpleValue, xxhash64Short } from '../lib/cache/simple-encoding.js';
 import { CacheStore, EntryTooLargeError, type StoreContext, utf8Length } from '../lib/cache/store.js';
 import { ApplyOutcome, ChangeKind, type ReplicationSink } from '../lib/cache/types.js';
 import { HybridLogicalClock, hlcToMillis, ManualClock, millisToHlc } from '../lib/clock.js';
@@ -201,6 +201,36 @@ describe('simple-value fast path', () => {
       }),
       { numRuns: 3000, seed: 42 },
     );
+  });
+
+  test('the JS XXH64 of short inputs equals crcOf', () => {
+    const halves = new Uint32Array(6);
+    const wide = new BigUint64Array(halves.buffer);
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 31 }), fc.integer({ min: 0, max: 2 }), (bytes, index) => {
+        xxhash64Short(bytes, halves, index);
+        assert.equal(wide[index], crcOf(bytes));
+      }),
+      { numRuns: 5000, seed: 5 },
+    );
+  });
+
+  test('metadata crc of values hashed in JS and in wasm equals crcOf of their encoding', () => {
+    const { store } = makeStore();
+    const values = [
+      0,
+      7,
+      -1.5,
+      'short',
+      'a somewhat longer ascii string',
+      { a: 1 },
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    ];
+    values.forEach((value, i) => {
+      store.set(`k${i}`, value);
+      assert.equal(store.metadataOf(`k${i}`)!.crc, crcHex(crcOf(encodeValue(value))));
+      assert.equal(store.versionOf(`k${i}`)!.crc, crcOf(encodeValue(value)));
+    });
   });
 
   test('takes the fast path for the values it claims, and declines objects and non-ASCII text', () => {

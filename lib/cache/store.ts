@@ -19,7 +19,7 @@ import { type Clock, type HybridLogicalClock, hlcToMillis, millisToHlc } from '.
 import type { CacheSettings, CallbackContext } from '../config.js';
 import type { Log } from '../log.js';
 import { crcHex, crcOf, decodeValue, encodeValue } from '../wire/value-codec.js';
-import { encodeSimpleValue } from './simple-encoding.js';
+import { encodeSimpleValue, SHORT_HASH_LIMIT, xxhash64Short } from './simple-encoding.js';
 import {
   ApplyOutcome,
   type CacheCounters,
@@ -161,6 +161,8 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
   /** Bytes of the encoded key and value. */
   private sizeList!: Uint32Array;
   private crcList!: BigUint64Array;
+  /** The same memory as crcList, as 32-bit halves, so the write path stores a crc without a BigInt. */
+  private crcHalves!: Uint32Array;
   private capacity = 0;
   private unusedFrom = 0;
   private freeSlots: number[] = [];
@@ -286,7 +288,6 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
           `more than the cache's size limit of ${this.maxBytes} bytes; raise the \`size\` option or store less`,
       );
     }
-    const crc = crcOf(encoded);
     if (this.freezeValues) deepFreeze(value);
     const tsm = this.hlc.tick();
     let slot = this.slots.get(key);
@@ -324,12 +325,14 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     this.tsmList[slot] = tsm;
     this.writerList[slot] = this.nodeId;
     this.sizeList[slot] = bytes;
-    this.crcList[slot] = crc;
+    if (encoded.length <= SHORT_HASH_LIMIT) xxhash64Short(encoded, this.crcHalves, slot);
+    else this.crcList[slot] = crcOf(encoded);
     this.totalBytes += bytes;
     this.noteChange();
     const sink = this.context.sink;
-    if (sink !== undefined)
-      sink.localChange(this.name, kind, key, tsm, crc, shared ? encoded.slice() : encoded);
+    if (sink !== undefined) {
+      sink.localChange(this.name, kind, key, tsm, this.crcList[slot]!, shared ? encoded.slice() : encoded);
+    }
     if (this.entryCount > this.maxEntries || this.totalBytes > this.maxBytes) this.enforceLimits();
   }
 
@@ -770,6 +773,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     this.writerList = new Uint32Array(capacity);
     this.sizeList = new Uint32Array(capacity);
     this.crcList = new BigUint64Array(capacity);
+    this.crcHalves = new Uint32Array(this.crcList.buffer);
     this.unusedFrom = 0;
     this.head = NIL;
     this.tail = NIL;
@@ -793,6 +797,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     this.writerList = copy(this.writerList, new Uint32Array(capacity));
     this.sizeList = copy(this.sizeList, new Uint32Array(capacity));
     this.crcList = copy(this.crcList, new BigUint64Array(capacity));
+    this.crcHalves = new Uint32Array(this.crcList.buffer);
     this.capacity = capacity;
   }
 
