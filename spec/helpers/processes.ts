@@ -10,7 +10,13 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { EngineTiming } from '../../lib/cluster/engine.js';
-import type { MemberCommand, MemberMetrics, MemberOp, MemberReply } from '../fixtures/udp-member.js';
+import type {
+  MemberCommand,
+  MemberMetrics,
+  MemberOp,
+  MemberReply,
+  MemberStart,
+} from '../fixtures/udp-member.js';
 
 const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MEMBER_SCRIPT = fileURLToPath(new URL('../fixtures/udp-member.ts', import.meta.url));
@@ -93,7 +99,7 @@ export class MemberProcess {
       });
     });
     child.on('message', (reply: MemberReply) => {
-      if ('ready' in reply) return;
+      if (!('id' in reply)) return;
       const pending = this.waiting.get(reply.id);
       if (!pending) return;
       this.waiting.delete(reply.id);
@@ -188,9 +194,7 @@ export class ProcessCluster {
 
   /** Starts a member and waits until its network is up. */
   async spawn(spec: MemberSpec, deadlineMs = 20_000): Promise<MemberProcess> {
-    const env: NodeJS.ProcessEnv = {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
+    const env: Record<string, string> = {
       MCCACHE_MULTICAST_IP: this.group,
       MCCACHE_MULTICAST_PORT: String(this.port),
       MCCACHE_MULTICAST_IF: LOOPBACK,
@@ -203,31 +207,19 @@ export class ProcessCluster {
     if (spec.tantrum !== undefined) env.TEST_MONKEY_TANTRUM = String(spec.tantrum);
     if (spec.pulse !== undefined) env.MCCACHE_CACHE_PULSE = String(spec.pulse);
     if (spec.timing !== undefined) env.UDP_MEMBER_TIMING = JSON.stringify(spec.timing);
-    const child = spawn(process.execPath, ['--import', 'tsx', MEMBER_SCRIPT], {
-      cwd: PROJECT_ROOT,
-      env,
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      serialization: 'advanced',
-    });
+    const child = await withDeadline(takeWarmProcess(), deadlineMs, `${spec.name}: process start`);
     const member = new MemberProcess(spec.name, child);
     this.members.push(member);
     const ready = new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`${spec.name} not ready within ${deadlineMs} ms`)),
-        deadlineMs,
-      );
       child.on('message', (reply: MemberReply) => {
-        if ('ready' in reply) {
-          clearTimeout(timer);
-          resolve(reply.ready);
-        }
+        if ('ready' in reply) resolve(reply.ready);
       });
       member.exited.then(({ code, signal }) => {
-        clearTimeout(timer);
         reject(new Error(`${spec.name} exited before ready (code ${code}, signal ${signal})`));
       });
     });
-    member.nodeId = await ready;
+    child.send({ start: { env } } satisfies MemberStart);
+    member.nodeId = await withDeadline(ready, deadlineMs, `${spec.name} ready`);
     return member;
   }
 
@@ -246,6 +238,76 @@ export class ProcessCluster {
     );
     rmSync(this.logDir, { recursive: true, force: true });
   }
+}
+
+/** Rejects with `what` if `promise` has not settled within `deadlineMs`. */
+function withDeadline<T>(promise: Promise<T>, deadlineMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not done within ${deadlineMs} ms`)), deadlineMs);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warm processes: starting node + tsx and loading the library takes about a second of CPU, so a few
+// processes are started ahead and wait, idle (no socket, no settings), for a test to configure them.
+
+/** Idle processes kept ready; a test of 3 or 4 members then waits for at most one or two. */
+const WARM_PROCESSES = 3;
+const warm: Promise<ChildProcess>[] = [];
+const launched = new Set<ChildProcess>();
+
+function launchWarmProcess(): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', MEMBER_SCRIPT], {
+    cwd: PROJECT_ROOT,
+    // Only what node needs: the member's settings come with the start message.
+    env: { PATH: process.env.PATH, HOME: process.env.HOME },
+    stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    serialization: 'advanced',
+  });
+  launched.add(child);
+  child.once('exit', () => launched.delete(child));
+  // While idle it must not keep the test process alive; taking it refs it again.
+  child.unref();
+  child.channel?.unref();
+  const idle = new Promise<ChildProcess>((resolve, reject) => {
+    child.once('message', (reply: MemberReply) => {
+      if ('idle' in reply) resolve(child);
+    });
+    child.once('exit', (code, signal) =>
+      reject(new Error(`member process exited while starting (code ${code}, signal ${signal})`)),
+    );
+  });
+  idle.catch(() => {}); // reported to whoever takes it
+  return idle;
+}
+
+async function takeWarmProcess(): Promise<ChildProcess> {
+  const next = warm.shift() ?? launchWarmProcess();
+  while (warm.length < WARM_PROCESSES) warm.push(launchWarmProcess());
+  let child = await next.catch(() => launchWarmProcess());
+  if (child.exitCode !== null || child.signalCode !== null) child = await launchWarmProcess();
+  child.ref();
+  child.channel?.ref();
+  return child;
+}
+
+/** Kills the idle processes kept ready, and any other left running (call after a file's tests). */
+export async function closeWarmProcesses(): Promise<void> {
+  warm.length = 0;
+  const idle = [...launched].filter((child) => child.exitCode === null && child.signalCode === null);
+  await Promise.all(
+    idle.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          child.once('exit', () => resolve());
+          // Referenced again, so that the test process waits for the exit.
+          child.ref();
+          child.kill('SIGKILL');
+        }),
+    ),
+  );
 }
 
 /** True when every member holds the same checksum; returns the common checksum then. */
