@@ -310,6 +310,23 @@ export function formatDuration(ms: number): string {
   return `${hours > 0 ? `${hours}h` : ''}${minutes > 0 ? `${minutes}m` : ''}${seconds > 0 ? `${seconds}s` : ''}`;
 }
 
+const HELP_WIDTH = 100;
+
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(' ')) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
+  }
+  lines.push(line);
+  return lines;
+}
+
 /** Help text for a flag set: one line per flag with its variable and default. */
 export function describeFlags(flags: FlagSet): string {
   const rows = Object.entries(flags).map(([key, flag]) => {
@@ -321,10 +338,14 @@ export function describeFlags(flags: FlagSet): string {
     if (shownDefault !== undefined) notes.push(`default ${shownDefault}`);
     return { left, right: `${flag.description}${notes.length > 0 ? ` (${notes.join(', ')})` : ''}` };
   });
-  const width = Math.min(34, Math.max(...rows.map((row) => row.left.length)) + 2);
+  const width = Math.min(26, Math.max(...rows.map((row) => row.left.length)) + 2);
+  const indent = ' '.repeat(width);
   return rows
-    .map(({ left, right }) =>
-      left.length + 2 > width ? `${left}\n${' '.repeat(width)}${right}` : `${left.padEnd(width)}${right}`,
-    )
+    .map(({ left, right }) => {
+      const lines = wrap(right, HELP_WIDTH - width);
+      const first =
+        left.length + 2 > width ? `${left}\n${indent}${lines[0]}` : `${left.padEnd(width)}${lines[0]}`;
+      return [first, ...lines.slice(1).map((line) => `${indent}${line}`)].join('\n');
+    })
     .join('\n');
 }

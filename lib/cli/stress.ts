@@ -767,10 +767,12 @@ async function drive(
   const loadMs = stopAt - loadStart;
   say(`load stopped after ${(loadMs / 1000).toFixed(1)} s; waiting for the members to converge`);
 
-  // Settle: probe until every member is quiescent and all hold the same digest for a second.
+  // Settle: probe until every member is quiescent and all hold the same digest for a second (in
+  // mode 0, where members hold different subsets by design, until each one's digest is steady).
   const history: Record<string, ProbeRecord[]> = Object.fromEntries(members.map((m) => [m.name, []]));
   const settleUntil = stopAt + options.settleTimeoutMs;
   let agreeingSince: number | null = null;
+  let previous: string[] = [];
   let finals: Array<Reply<'checksum'>> = [];
   let verdict: Verdict | undefined;
   let checksumRound = 0;
@@ -782,7 +784,11 @@ async function drive(
     probes.forEach((reply, i) => {
       history[members[i]!.name]!.push({ t: now - stopAt, digest: reply.digest });
     });
-    const agreeing = probes.every((p) => p.quiescent && p.digest === probes[0]!.digest);
+    const agreeing = probes.every(
+      (p, i) =>
+        p.quiescent && (options.mode === 1 ? p.digest === probes[0]!.digest : p.digest === previous[i]),
+    );
+    previous = probes.map((p) => p.digest);
     agreeingSince = agreeing ? (agreeingSince ?? now) : null;
     const timedOut = now > settleUntil;
     if ((agreeingSince !== null && now - agreeingSince >= 1000) || timedOut) {
@@ -835,10 +841,13 @@ async function drive(
       datagramsReceived: sample.datagramsReceived,
       latency: sample.latency,
       latencyQuantiles: final.latencyQuantiles,
+      // Mode 0: each member converges to its own final subset.
       convergenceMs:
-        verdict!.pass || final.digest === finalDigest
-          ? round(convergenceTime(history[member.name]!, finalDigest))
-          : null,
+        options.mode === 0
+          ? round(convergenceTime(history[member.name]!, final.digest))
+          : verdict!.pass || final.digest === finalDigest
+            ? round(convergenceTime(history[member.name]!, finalDigest))
+            : null,
       entries: Object.keys(final.checksum).length,
       digest: final.digest,
       cpuSeconds: sample.cpuMicros / 1e6,
@@ -850,9 +859,12 @@ async function drive(
   const total = (pick: (n: NodeResult) => number) => nodes.reduce((acc, n) => acc + pick(n), 0);
   const totalOps = total((n) => n.ops);
   const pass = verdict!.pass;
+  const settled = `${(settleMs / 1000).toFixed(2)} s after the load stopped`;
   const reason = pass
-    ? `all ${members.length} members hold the same ${verdict!.keys} keys (digest ${finalDigest}), ` +
-      `${(settleMs / 1000).toFixed(2)} s after the load stopped`
+    ? options.mode === 1
+      ? `all ${members.length} members hold the same ${verdict!.keys} keys (digest ${finalDigest}), ${settled}`
+      : `wherever the ${members.length} members hold one of the ${verdict!.keys} keys, they hold the same ` +
+        `version (mode 0: each holds its own subset), ${settled}`
     : `${verdict!.differing.length} of ${verdict!.keys} keys differ between members ` +
       `${(options.settleTimeoutMs / 1000).toFixed(0)} s after the load stopped`;
   const result: StressResult = {
