@@ -79,6 +79,8 @@ export interface EngineLimits {
   maxDatagramsPerFlush: number;
   reassemblyMessagesPerSender: number;
   reassemblyBytesPerSender: number;
+  /** Bytes held for all senders together (spoofed sender ids cannot multiply the budget). */
+  reassemblyBytesTotal: number;
   maxPendingQueries: number;
 }
 
@@ -93,6 +95,7 @@ export const DEFAULT_LIMITS: Readonly<EngineLimits> = Object.freeze({
   maxDatagramsPerFlush: 256,
   reassemblyMessagesPerSender: 64,
   reassemblyBytesPerSender: 40 * 1024 * 1024,
+  reassemblyBytesTotal: 128 * 1024 * 1024,
   maxPendingQueries: 64,
 });
 
@@ -149,6 +152,8 @@ export interface EngineCounters {
   /** Seqs given up on because the sender no longer held them (anti-entropy repairs them). */
   unrecoverable: number;
   queueDropped: number;
+  /** Ops that could not be encoded (a bug if ever non-zero); logged. */
+  encodeErrors: number;
   membersJoined: number;
   membersLeft: number;
   membersTimedOut: number;
@@ -204,6 +209,7 @@ export class ClusterEngine implements ReplicationSink {
     duplicates: 0,
     unrecoverable: 0,
     queueDropped: 0,
+    encodeErrors: 0,
     membersJoined: 0,
     membersLeft: 0,
     membersTimedOut: 0,
@@ -254,6 +260,7 @@ export class ClusterEngine implements ReplicationSink {
       maxMessagesPerSender: this.limits.reassemblyMessagesPerSender,
       maxBytesPerSender: this.limits.reassemblyBytesPerSender,
       maxSenders: this.limits.maxMembers,
+      maxBytesTotal: this.limits.reassemblyBytesTotal,
     });
     this.retransmit = new RetransmitBuffer(this.limits.maxRetransmitFrames, this.limits.maxRetransmitBytes);
     this.defer = options.defer ?? ((run) => setImmediate(run));
@@ -432,7 +439,8 @@ export class ClusterEngine implements ReplicationSink {
       partsBytes = 0;
     };
     const take = (entry: Entry) => {
-      const bytes = encodeEntry(entry);
+      const bytes = this.encodeOrCount(entry);
+      if (!bytes) return;
       if (partsBytes + bytes.length > budget) emit();
       parts.push(bytes);
       partsBytes += bytes.length;
@@ -491,12 +499,24 @@ export class ClusterEngine implements ReplicationSink {
       size = 0;
     };
     for (const entry of entries) {
-      const bytes = encodeEntry(entry);
+      const bytes = this.encodeOrCount(entry);
+      if (!bytes) continue;
       if (size + bytes.length > budget) emit();
       parts.push(bytes);
       size += bytes.length;
     }
     emit();
+  }
+
+  /** Encodes an entry; one that cannot be encoded is a bug, counted and logged, never thrown. */
+  private encodeOrCount(entry: Entry): Uint8Array | undefined {
+    try {
+      return encodeEntry(entry);
+    } catch (error) {
+      this.counters.encodeErrors++;
+      this.options.log.error('could not encode an op', { op: entry.op, error: (error as Error).message });
+      return undefined;
+    }
   }
 
   private transmit(frame: Uint8Array): void {
