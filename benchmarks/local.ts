@@ -9,7 +9,8 @@
  * small object, `in`, delete (re-inserted untimed after each iteration) and Object.keys of the
  * whole cache. Each timed iteration runs the operation on a block of 1000 keys, walking round the
  * 10k, so timer overhead does not dominate and an iteration fits in a scheduler time slice on a
- * busy machine; ops/s comes from the median iteration. Each contender's loops are compiled
+ * busy machine. Operations run one after the other with every contender in turn, three rounds;
+ * ops/s is the median over rounds of the median iteration. Each contender's loops are compiled
  * separately (new Function), so every call site stays monomorphic and no contender pays for
  * another's shapes.
  *
@@ -29,6 +30,7 @@ import { silentLog } from '../lib/log.js';
 
 const KEYS = 10_000;
 const BLOCK = 1000;
+const ROUNDS = 3;
 const MAX = 2 * KEYS;
 const TTL_SECONDS = 3600;
 const TARGET_READ = 10_000_000;
@@ -157,54 +159,88 @@ function blockLoop(statement: string): BlockLoop {
 }
 
 const state: LoopState = { cursor: 0, last: 0, sink: 0 };
-const bench = new Bench({ time: 800, warmup: true, warmupTime: 200 });
-const operationsPerIteration = new Map<string, number>();
+const OPERATIONS = [
+  'read hit',
+  'read miss',
+  'write number',
+  'write object',
+  'in',
+  'delete',
+  'Object.keys',
+] as const;
+type Operation = (typeof OPERATIONS)[number];
 
-for (const c of contenders) {
+interface Task {
+  run: () => void;
+  afterEach?: () => void;
+  perIteration: number;
+}
+
+/** The timed function of each operation for one contender. */
+function tasksOf(c: Contender): Record<Operation, Task> {
   const fill = blockLoop(c.set);
+  for (let i = 0; i < KEYS / BLOCK; i++) fill(c.target, keys, objects, state);
   const refill = () => {
     const cursor = state.cursor;
     state.cursor = state.last;
     fill(c.target, keys, objects, state);
     state.cursor = cursor;
   };
-  for (let i = 0; i < KEYS / BLOCK; i++) fill(c.target, keys, objects, state);
-  const tasks: [string, BlockLoop, string[], unknown[]][] = [
-    ['read hit', blockLoop(`if (${c.get} !== undefined) sink++`), keys, objects],
-    ['read miss', blockLoop(`if (${c.get} === undefined) sink++`), missingKeys, objects],
-    ['write number', blockLoop(c.set), keys, numbers],
-    ['write object', blockLoop(c.set), keys, objects],
-    ['in', blockLoop(`if (${c.has}) sink++`), keys, objects],
-  ];
-  for (const [operation, loop, keyList, values] of tasks) {
-    operationsPerIteration.set(`${operation}|${c.name}`, BLOCK);
-    bench.add(`${operation}|${c.name}`, () => loop(c.target, keyList, values, state));
-  }
-  const remove = blockLoop(c.remove);
-  operationsPerIteration.set(`delete|${c.name}`, BLOCK);
-  bench.add(`delete|${c.name}`, () => remove(c.target, keys, objects, state), { afterEach: refill });
+  const timed = (statement: string, keyList: string[], values: unknown[]) => {
+    const loop = blockLoop(statement);
+    return () => loop(c.target, keyList, values, state);
+  };
   const listKeys = new Function('t', 'state', `state.sink += ${c.keys}.length;`) as (
     t: unknown,
     s: LoopState,
   ) => void;
-  operationsPerIteration.set(`Object.keys|${c.name}`, 1);
-  bench.add(`Object.keys|${c.name}`, () => listKeys(c.target, state));
+  return {
+    'read hit': { run: timed(`if (${c.get} !== undefined) sink++`, keys, objects), perIteration: BLOCK },
+    'read miss': {
+      run: timed(`if (${c.get} === undefined) sink++`, missingKeys, objects),
+      perIteration: BLOCK,
+    },
+    'write number': { run: timed(c.set, keys, numbers), perIteration: BLOCK },
+    'write object': { run: timed(c.set, keys, objects), perIteration: BLOCK },
+    in: { run: timed(`if (${c.has}) sink++`, keys, objects), perIteration: BLOCK },
+    delete: { run: timed(c.remove, keys, objects), afterEach: refill, perIteration: BLOCK },
+    'Object.keys': { run: () => listKeys(c.target, state), perIteration: 1 },
+  };
 }
 
-await bench.run();
-
-const rates = new Map<string, number>();
-for (const task of bench.tasks) {
-  const result = task.result;
-  if (!('latency' in result)) throw new Error(`benchmark ${task.name} did not complete: ${result.state}`);
-  rates.set(task.name, (operationsPerIteration.get(task.name)! / result.latency.p50) * 1000);
+const tasks = new Map(contenders.map((c) => [c.name, tasksOf(c)]));
+/** ops/s of each round, by "operation|contender". */
+const samples = new Map<string, number[]>();
+for (let round = 0; round < ROUNDS; round++) {
+  // Operation-major order: the contenders of one operation run close together in time, so a
+  // burst of load on a shared machine hits them alike.
+  const bench = new Bench({ time: 300, warmup: true, warmupTime: 100 });
+  for (const operation of OPERATIONS) {
+    for (const c of contenders) {
+      const task = tasks.get(c.name)![operation];
+      bench.add(`${operation}|${c.name}`, task.run, task.afterEach ? { afterEach: task.afterEach } : {});
+    }
+  }
+  await bench.run();
+  for (const task of bench.tasks) {
+    const result = task.result;
+    if (!('latency' in result)) throw new Error(`benchmark ${task.name} did not complete: ${result.state}`);
+    const [operation, contender] = task.name.split('|') as [Operation, string];
+    const perIteration = tasks.get(contender)![operation].perIteration;
+    samples.set(task.name, [...(samples.get(task.name) ?? []), (perIteration / result.latency.p50) * 1000]);
+  }
 }
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+const rates = new Map([...samples].map(([name, values]) => [name, median(values)]));
 const rate = (operation: string, contender: string) => rates.get(`${operation}|${contender}`)!;
 const format = (opsPerSecond: number) =>
   opsPerSecond >= 1e6 ? `${(opsPerSecond / 1e6).toFixed(2)} M` : `${(opsPerSecond / 1e3).toFixed(1)} k`;
 
 console.log(`Node ${process.version}, ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'})`);
-console.log(`${KEYS} string keys, max ${MAX}, ttl ${TTL_SECONDS} s; ops/s from the median iteration\n`);
+console.log(
+  `${KEYS} string keys, max ${MAX}, ttl ${TTL_SECONDS} s; ops/s: median of ${ROUNDS} rounds of the median iteration\n`,
+);
 const names = contenders.map((c) => c.name);
 console.log(
   ['operation'.padEnd(14), ...names.map((n) => n.padStart(12)), 'mccache/lru-cache'.padStart(19)].join(''),
