@@ -34,7 +34,8 @@ export interface LogOptions {
 function renderLine(template: string, info: winston.Logform.TransformableInfo): string {
   const { level, message, timestamp, ...meta } = info;
   const metaText = Object.keys(meta).length ? JSON.stringify(meta, jsonSafe) : '';
-  if (!template) return `${timestamp} ${level.toUpperCase().padEnd(5)} ${message}${metaText ? ` ${metaText}` : ''}`;
+  if (!template)
+    return `${timestamp} ${level.toUpperCase().padEnd(5)} ${message}${metaText ? ` ${metaText}` : ''}`;
   return template
     .replaceAll('{timestamp}', String(timestamp))
     .replaceAll('{level}', level)
