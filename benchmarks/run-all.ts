@@ -21,14 +21,15 @@ const SCRIPT_TIMEOUT_MS = 240_000;
 const TOTAL_BUDGET_MS = 5 * 60_000;
 
 const wanted = process.argv.slice(2).map((name) => name.replace(/\.ts$/, ''));
-const scripts = readdirSync(HERE)
+const available = readdirSync(HERE)
   .filter((file) => file.endsWith('.ts') && !file.startsWith('_') && file !== SELF)
-  .filter((file) => wanted.length === 0 || wanted.includes(file.replace(/\.ts$/, '')))
   .sort();
-if (scripts.length === 0) {
-  console.error(`no benchmark matches ${wanted.join(', ')}`);
+const unknown = wanted.filter((name) => !available.includes(`${name}.ts`));
+if (unknown.length > 0) {
+  console.error(`no benchmark called ${unknown.join(', ')}; there are ${available.join(', ')}`);
   process.exit(1);
 }
+const scripts = available.filter((file) => wanted.length === 0 || wanted.includes(file.replace(/\.ts$/, '')));
 
 let interrupted = false;
 
