@@ -200,6 +200,7 @@ export class ProcessCluster {
       MCCACHE_MULTICAST_IF: LOOPBACK,
       MCCACHE_MULTICAST_HOPS: '1',
       MCCACHE_LOG_FILENAME: join(this.logDir, `${spec.name}.log`),
+      // Room for every key a test writes: evictions (tested elsewhere) would blur what it checks.
       MCCACHE_CACHE_MAX: '100000',
     };
     if (spec.cluster !== undefined) env.MCCACHE_CLUSTER = spec.cluster;
