@@ -369,10 +369,12 @@ export class NetnsTopology {
   spawn(index: number, command: readonly string[], options: SpawnOptions = {}): ChildProcess {
     if (this.destroyed) throw new Error(`topology ${this.runId} is destroyed`);
     if (command.length === 0) throw new TypeError('command must name a program');
-    const launch: Launch = { command: [...command], options };
+    // `ip` and the command are looked up in PATH: keep the caller's if a bare environment is given.
+    const env = options.env && !options.env.PATH ? { ...options.env, PATH: process.env.PATH } : options.env;
+    const launch: Launch = { command: [...command], options: env ? { ...options, env } : options };
     this.launches.set(index, launch);
     const argv = [...this.commandPrefix(index), ...launch.command];
-    const child = spawn(argv[0]!, argv.slice(1), options);
+    const child = spawn(argv[0]!, argv.slice(1), launch.options);
     this.children.set(index, child);
     child.once('exit', () => {
       if (this.children.get(index) === child) this.children.delete(index);
