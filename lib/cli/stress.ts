@@ -302,6 +302,8 @@ export class MemberProcess {
   private stderrTail = '';
   private waiters = new Set<Waiter>();
   private exitCode: number | null | undefined;
+  /** How the process ended, e.g. `killed by SIGKILL`. */
+  exitDescription = '';
   private expectedExit = false;
   private onSample: ((sample: MemberSample) => void) | undefined;
 
@@ -323,6 +325,7 @@ export class MemberProcess {
     this.exited = new Promise((resolve) => {
       this.child.on('exit', (code, signal) => {
         this.exitCode = code ?? (signal ? -1 : null);
+        this.exitDescription = signal ? `killed by ${signal}` : `exit status ${code}`;
         const error = this.failure(
           `exited${code !== null ? ` with code ${code}` : ''}${signal ? ` on ${signal}` : ''}`,
         );
@@ -754,7 +757,7 @@ async function drive(
     const loadEnd = loadStart + options.durationMs;
     while (performance.now() < loadEnd) {
       const gone = crashed();
-      if (gone) throw new Error(`member ${gone.name} exited during the load`);
+      if (gone) throw new Error(`member ${gone.name} exited during the load (${gone.exitDescription})`);
       await sleep(Math.min(200, Math.max(1, loadEnd - performance.now())));
     }
   } finally {
@@ -778,7 +781,8 @@ async function drive(
   let checksumRound = 0;
   for (;;) {
     const gone = crashed();
-    if (gone) throw new Error(`member ${gone.name} exited while the cluster settled`);
+    if (gone)
+      throw new Error(`member ${gone.name} exited while the cluster settled (${gone.exitDescription})`);
     const probes = await Promise.all(members.map((member) => probe(member)));
     const now = performance.now();
     probes.forEach((reply, i) => {
