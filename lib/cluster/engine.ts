@@ -583,59 +583,88 @@ export class ClusterEngine implements ReplicationSink {
       return;
     }
     const { header, payload } = frame;
-    const member = this.memberFor(header.sender);
-    if (!member) {
-      this.drop(this.departed.has(header.sender) ? 'departed' : 'too-many-members');
+    if (this.departed.has(header.sender)) {
+      this.drop('departed');
       return;
     }
-    member.lastHeard = this.options.clock.now();
-    const message =
-      header.kind === FrameKind.Data
-        ? this.acceptData(member, header, payload)
-        : this.acceptControl(member, header, payload);
-    if (!message) return;
+    // Nothing from a frame counts (no member created, no seq marked received) until its payload
+    // decodes: on an unkeyed network a forged frame must not shadow the real one with its seq.
+    let member = this.members.get(header.sender);
+    let message: Buffer | undefined = payload;
+    if (header.kind === FrameKind.Data) {
+      if (member && !this.plausibleData(member, header)) return;
+      if (header.fragmentCount > 1) {
+        // A lone fragment cannot be validated; reassembly bounds what it can hold.
+        if (member && !this.acceptData(member, header)) return;
+        message = this.reassembly.add(header, payload);
+        if (!message) return;
+      }
+    } else if (header.fragmentCount !== 1) {
+      this.drop('fragmented-control');
+      return;
+    }
     const decoded = decodeEntries(message);
     if (!decoded.ok) {
       this.drop(decoded.reason);
       return;
     }
+    member ??= this.memberFor(header.sender);
+    if (!member) {
+      this.drop('too-many-members');
+      return;
+    }
+    member.lastHeard = this.options.clock.now();
+    if (header.kind === FrameKind.Data) {
+      if (header.fragmentCount === 1 && !this.acceptData(member, header)) return;
+    } else if (!this.acceptControl(member, header)) {
+      return;
+    }
     for (const entry of decoded.entries) this.dispatch(member, entry, header.kind);
   }
 
-  private acceptData(member: Member, header: FrameHeader, payload: Buffer): Buffer | undefined {
+  /** Cheap checks before decoding: a DATA seq already received or implausibly far ahead is dropped. */
+  private plausibleData(member: Member, header: FrameHeader): boolean {
+    const window = member.window;
+    if (!window) return true;
+    if (header.seq > window.contiguous + this.limits.maxWindowSpan) {
+      // Never let one frame (corrupt, or forged on an unkeyed network) drag the window along. A
+      // sender truly that far ahead is caught up by its next ACK.
+      this.drop('out-of-window');
+      return false;
+    }
+    if (window.has(header.seq)) {
+      this.counters.duplicates++;
+      this.drop('duplicate');
+      return false;
+    }
+    return true;
+  }
+
+  /** Marks a DATA seq received (NAK tracking); false if it is a duplicate. */
+  private acceptData(member: Member, header: FrameHeader): boolean {
     if (!member.window) {
       // First contact: earlier seqs predate us and are covered by state transfer.
       member.window = new ReceiveWindow(header.seq - header.fragmentIndex - 1, this.limits.maxWindowSpan);
     }
-    if (header.seq > member.window.contiguous + this.limits.maxWindowSpan) {
-      // Implausibly far ahead: never let one frame (corrupt, or forged on an unkeyed network)
-      // drag the window along. A sender truly that far ahead is caught up by its next ACK.
-      this.drop('out-of-window');
-      return undefined;
-    }
     if (!member.window.accept(header.seq)) {
       this.counters.duplicates++;
       this.drop('duplicate');
-      return undefined;
+      return false;
     }
     this.watchGaps(member);
-    if (header.fragmentCount === 1) return payload;
-    return this.reassembly.add(header, payload);
+    return true;
   }
 
-  private acceptControl(member: Member, header: FrameHeader, payload: Buffer): Buffer | undefined {
-    if (header.fragmentCount !== 1) {
-      this.drop('fragmented-control');
-      return undefined;
-    }
+  /** Anti-replay for CONTROL frames; false for a replay. */
+  private acceptControl(member: Member, header: FrameHeader): boolean {
     // Control frames are not retransmitted; with a key, a bounded anti-replay window drops
     // repeats. Without a key anyone can forge frames anyway, and a corrupt counter must not
     // silence a member, so the window is only kept for authenticated traffic.
-    if (!this.fernet) return payload;
+    if (!this.fernet) return true;
     const seq = header.seq;
     if (seq <= member.controlHighest - CONTROL_REPLAY_WINDOW || member.controlRecent.has(seq)) {
       this.drop('replayed-control');
-      return undefined;
+      return false;
     }
     member.controlRecent.add(seq);
     if (seq > member.controlHighest) {
@@ -646,15 +675,13 @@ export class ClusterEngine implements ReplicationSink {
         }
       }
     }
-    return payload;
+    return true;
   }
 
   private memberFor(id: number): Member | undefined {
     const known = this.members.get(id);
     if (known) return known;
-    // A member that said BYE never comes back under the same id (ids are fresh per start), so
-    // its late or replayed frames must not re-create it.
-    if (this.departed.has(id) || this.members.size >= this.limits.maxMembers) return undefined;
+    if (this.members.size >= this.limits.maxMembers) return undefined;
     const member: Member = {
       id,
       lastHeard: this.options.clock.now(),
@@ -824,10 +851,8 @@ export class ClusterEngine implements ReplicationSink {
   /** Frees retransmit frames every live member has received. */
   private releaseStable(): void {
     let stable = this.nextSeq - 1;
-    for (const member of this.members.values()) {
-      if (member.hasOurs < 0) continue;
-      stable = Math.min(stable, member.hasOurs);
-    }
+    // A member that has not reported yet (-1) holds everything back until its first ACK.
+    for (const member of this.members.values()) stable = Math.min(stable, member.hasOurs);
     this.retransmit.releaseUpTo(stable);
   }
 

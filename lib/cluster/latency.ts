@@ -33,11 +33,11 @@ export class LatencyHistogram {
     let seen = 0;
     for (let i = 0; i < FINE_BUCKETS; i++) {
       seen += this.fine[i]!;
-      if (seen >= rank) return (i + 1) / 10;
+      if (seen >= rank) return Math.min((i + 1) / 10, this.maximum);
     }
     for (let i = 10; i < COARSE_BUCKETS; i++) {
       seen += this.coarse[i]!;
-      if (seen >= rank) return i + 1;
+      if (seen >= rank) return Math.min(i + 1, this.maximum);
     }
     return this.maximum;
   }

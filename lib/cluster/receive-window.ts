@@ -30,6 +30,11 @@ export class ReceiveWindow {
     this.highest = startAfter;
   }
 
+  /** True if `seq` was already received (or given up on). */
+  has(seq: number): boolean {
+    return seq <= this.contiguous || this.above.has(seq);
+  }
+
   /** Records a seq. Returns false for a duplicate. */
   accept(seq: number): boolean {
     if (seq <= this.contiguous || this.above.has(seq)) return false;
