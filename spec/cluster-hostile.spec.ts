@@ -99,4 +99,34 @@ describe('hostile datagrams', () => {
       await cluster.shutdown();
     });
   }
+
+  test('without a key, a forged frame carrying the next seq does not shadow the real one', async () => {
+    const cluster = new SimulatedCluster({ members: 2, seed: 23, settings: { pulse: 3600 } });
+    await cluster.ready();
+    cluster.run(50);
+    const [a, b] = cluster.nodes;
+    const dataFrames: Buffer[] = [];
+    const spy = cluster.network.attach('spy');
+    // Clear frames: the inner header starts at byte 12; kind is byte 20, seq bytes 28-31.
+    await spy.start((datagram) => {
+      if (datagram.readUInt32BE(8) === a!.engine.nodeId && datagram[20] === 1) dataFrames.push(datagram);
+    });
+    a!.getCache('c').before = 1;
+    cluster.run(50);
+    const captured = dataFrames.at(-1)!;
+    const forged = Buffer.from(captured);
+    forged.writeUInt32BE(captured.readUInt32BE(28) + 1, 28);
+    forged.fill(0xff, 36);
+    spy.send(forged);
+    cluster.run(5);
+    a!.getCache('c').after = 2;
+    cluster.run(50);
+    assert.equal(b!.getCache('c').after, 2, 'the real frame with that seq was applied');
+    assert.ok(
+      (b!.getLocalMetrics().cluster.dropped.decode ?? 0) >= 1,
+      'the forgery was dropped as undecodable',
+    );
+    await spy.close();
+    await cluster.shutdown();
+  });
 });
