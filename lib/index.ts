@@ -35,7 +35,7 @@ export {
   DEFAULTS,
   type Settings,
 } from './config.js';
-export { getHops, getMtu } from './netcheck.js';
+export { getHops, getMtu, MissingToolError } from './netcheck.js';
 export { createNode, type LocalMetrics, McCacheNode, type NodeOptions, type ProcessFigures } from './node.js';
 export { MemoryNetwork, type MemoryNetworkOptions, MemoryTransport } from './transport/memory-network.js';
 export type { Transport, TransportStats } from './transport/transport.js';

@@ -1132,6 +1132,10 @@ export class ClusterEngine implements ReplicationSink {
       reassemblyTimeouts: this.reassembly.stats.timedOut,
       reassemblyOverBudget: this.reassembly.stats.overBudget,
       pendingSends: this.options.transport.pendingSends,
+      transportSent: this.options.transport.stats.sent,
+      transportReceived: this.options.transport.stats.received,
+      transportSendErrors: this.options.transport.stats.sendErrors,
+      tantrumDropped: this.options.transport.stats.tantrumDropped,
       nextSeq: this.nextSeq,
     };
   }
