@@ -196,6 +196,11 @@ class Member {
     await this.topology.kill(this.index, 'SIGKILL');
   }
 
+  /** Runs the seed's workload; the answer comes when it is over. */
+  workload(args: WorkloadArgs): Promise<WorkloadResult> {
+    return this.call<WorkloadResult>('workload', args, args.durationMs + 60_000);
+  }
+
   metrics(): Promise<LocalMetrics> {
     return this.call<LocalMetrics>('metrics');
   }
@@ -340,7 +345,7 @@ describe('mccache between network namespaces', { skip: support.available ? false
       for (const member of members) await run.topology.setLoss(member.index, 0.1);
 
       const results = await Promise.all(
-        members.map((m, i) => m.call<WorkloadResult>('workload', seedWorkload(1000 + i, SECONDS * 1000))),
+        members.map((m, i) => m.workload(seedWorkload(1000 + i, SECONDS * 1000))),
       );
       // The bound starts when the last member has reported that its load is over.
       const converged = await waitFor(
@@ -397,7 +402,7 @@ describe('mccache between network namespaces', { skip: support.available ? false
       // Both sides write the same 50 keys for the length of the partition.
       const writing = Promise.all(
         members.map((m, i) =>
-          m.call<WorkloadResult>('workload', {
+          m.workload({
             ...seedWorkload(2000 + i, partitionMs, 'contested'),
             keyCount: 50,
           }),
@@ -478,10 +483,8 @@ describe('mccache between network namespaces', { skip: support.available ? false
       const archive = Array.from({ length: 100 }, (_, i) => [`a${i}`, { archived: i }]);
       await members[0]!.call('write', { cache: 'archive', entries: archive });
       // Load A: everyone writes; the victim is killed halfway through.
-      const loadA = Promise.all(
-        survivors.map((m, i) => m.call<WorkloadResult>('workload', seedWorkload(3000 + i, loadMs))),
-      );
-      void victim.call('workload', seedWorkload(3004, loadMs)).catch(() => {});
+      const loadA = Promise.all(survivors.map((m, i) => m.workload(seedWorkload(3000 + i, loadMs))));
+      void victim.workload(seedWorkload(3004, loadMs)).catch(() => {});
       await sleep(loadMs / 2);
       const victimNode = victim.node;
       await victim.crash();
@@ -498,9 +501,7 @@ describe('mccache between network namespaces', { skip: support.available ? false
       // Load B: the survivors keep writing while the victim restarts and joins.
       const restartedAt = Date.now();
       const restarting = run.start(4);
-      const loadB = Promise.all(
-        survivors.map((m, i) => m.call<WorkloadResult>('workload', seedWorkload(3100 + i, loadMs))),
-      );
+      const loadB = Promise.all(survivors.map((m, i) => m.workload(seedWorkload(3100 + i, loadMs))));
       const restarted = await restarting;
       assert.notEqual(restarted.node, victimNode, 'a restart is a new member');
       await loadB;
