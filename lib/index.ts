@@ -19,13 +19,23 @@ import type { CacheStore } from './cache/store.js';
 import type { CacheOptions } from './config.js';
 import { createNode, type LocalMetrics, type McCacheNode } from './node.js';
 
-export type { Cache } from './cache/proxy.js';
+export type { Cache, MetadataView } from './cache/proxy.js';
 export { storeOf } from './cache/proxy.js';
-export type { CacheStore } from './cache/store.js';
-export type { CacheCounters, EntryMetadata } from './cache/types.js';
-export { type Clock, hlcToMillis, ManualClock, SystemClock } from './clock.js';
-export type { EngineCounters, EngineLimits, EngineTiming } from './cluster/engine.js';
-export type { LatencySummary } from './cluster/latency.js';
+export type { CacheRegistry } from './cache/registry.js';
+export { type CacheStore, EntryTooLargeError } from './cache/store.js';
+export {
+  ApplyOutcome,
+  type CacheCounters,
+  type CacheStoreApi,
+  ChangeKind,
+  type EntryMetadata,
+  type KeyVersion,
+  type RemoteChange,
+  type ReplicationSink,
+} from './cache/types.js';
+export { type Clock, hlcToMillis, ManualClock, SystemClock, type TimerHandle } from './clock.js';
+export type { ClusterEngine, EngineCounters, EngineLimits, EngineTiming } from './cluster/engine.js';
+export type { LatencyHistogram, LatencySummary } from './cluster/latency.js';
 export {
   type CacheOptions,
   type CacheSettings,
@@ -35,9 +45,16 @@ export {
   DEFAULTS,
   type Settings,
 } from './config.js';
+export type { Log } from './log.js';
 export { getHops, getMtu, MissingToolError } from './netcheck.js';
 export { createNode, type LocalMetrics, McCacheNode, type NodeOptions, type ProcessFigures } from './node.js';
-export { MemoryNetwork, type MemoryNetworkOptions, MemoryTransport } from './transport/memory-network.js';
+export {
+  MemoryNetwork,
+  type MemoryNetworkFaults,
+  type MemoryNetworkOptions,
+  type MemoryNetworkStats,
+  MemoryTransport,
+} from './transport/memory-network.js';
 export type { Transport, TransportStats } from './transport/transport.js';
 export { generateFernetKey } from './wire/fernet.js';
 export { MAX_VALUE_BYTES, UnencodableValueError } from './wire/value-codec.js';
