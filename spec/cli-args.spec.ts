@@ -154,6 +154,8 @@ describe('mccache stress arguments', () => {
     assert.equal(options.mode, 1);
     assert.deepEqual(options.cryptoKeys, []);
     assert.equal(options.cluster, 'mccache');
+    assert.equal(options.transport, 'multicast');
+    assert.equal(options.natsUrl, undefined);
     assert.equal(options.settleTimeoutMs, 30_000);
     assert.match(options.out, /stress-report-\d{8}-\d{6}$/);
     assert.ok(Number.isInteger(options.seed));
@@ -175,6 +177,8 @@ describe('mccache stress arguments', () => {
       '--mode=0',
       `--crypto=${key}`,
       '--cluster=blue',
+      '--transport=nats',
+      '--nats-url=nats://10.0.0.5:4222,nats://10.0.0.6:4222',
       '--seed=42',
       '--settle=45',
       '--out=/tmp/x',
@@ -196,6 +200,8 @@ describe('mccache stress arguments', () => {
         mode: 0,
         cryptoKeys: [key],
         cluster: 'blue',
+        transport: 'nats',
+        natsUrl: 'nats://10.0.0.5:4222,nats://10.0.0.6:4222',
         seed: 42,
         settleTimeoutMs: 45_000,
         out: '/tmp/x',
@@ -262,6 +268,8 @@ describe('mccache stress arguments', () => {
     [['--mode', '2'], 'expected one of 0, 1'],
     [['--crypto', 'secret'], 'expected auto or a Fernet key'],
     [['--cluster', 'x'.repeat(65)], 'expected a cluster name of at most 64 characters'],
+    [['--transport', 'tcp'], 'expected one of multicast, unicast, nats'],
+    [['--nats-url', 'http://x y'], 'expected nats://host:port (comma-separated for several servers)'],
     [['--seed', '-1'], 'expected a whole number from 0 to 4294967295'],
     [['--settle', '500ms'], 'expected a duration from 1s to'],
     [['--out', ''], 'expected a non-empty value'],
@@ -293,6 +301,30 @@ describe('mccache stress arguments', () => {
       () => stress([], { TEST_DATA_SIZE_MIX: '0' }),
       'TEST_DATA_SIZE_MIX "0"',
       'expected one of 1, 2, 3',
+    );
+  });
+
+  test('--transport picks multicast, unicast or nats; --nats-url goes with nats only', () => {
+    assert.equal(stress(['--transport', 'unicast']).transport, 'unicast');
+    assert.equal(stress(['--transport', 'unicast']).natsUrl, undefined);
+    const nats = stress(['--transport', 'nats']);
+    assert.equal(nats.transport, 'nats');
+    assert.equal(nats.natsUrl, undefined, 'no URL: the run starts its own nats-server');
+    for (const url of [
+      'nats://127.0.0.1:4222',
+      '127.0.0.1:4222',
+      'tls://user:secret@nats.example.net:4443',
+    ]) {
+      assert.equal(stress(['--transport', 'nats', '--nats-url', url]).natsUrl, url);
+    }
+    usageError(
+      () => stress(['--nats-url', 'nats://127.0.0.1:4222']),
+      '--nats-url is for --transport nats, not multicast',
+    );
+    usageError(
+      () => stress(['--transport', 'unicast', '--nats-url', 'nats://127.0.0.1:4222']),
+      'not unicast',
+      'add --transport nats',
     );
   });
 

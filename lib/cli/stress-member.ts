@@ -27,6 +27,12 @@ export interface MemberSettings {
   tantrum: number;
   logFilename: string;
   logLevel: 'error' | 'warn' | 'info' | 'debug' | 'silly';
+  /** Unicast peers (`host:port`); empty or absent: not unicast. */
+  peers?: string[];
+  /** `address:port` this member receives unicast on. */
+  unicastBind?: string;
+  /** NATS server URL(s); empty or absent: not NATS. */
+  natsUrl?: string;
 }
 
 /** The seed's workload parameters. */
@@ -371,7 +377,11 @@ class Member {
 
   private async configure(config: MemberConfig): Promise<void> {
     this.settings = config.settings;
-    const node = createNode({ settings: { ...config.settings, handleSignals: false } });
+    // The transport is the coordinator's choice alone: MCCACHE_PEERS or MCCACHE_NATS_URL in the
+    // inherited environment must not switch it (or, both set, make the settings invalid).
+    const node = createNode({
+      settings: { peers: [], natsUrl: '', unicastBind: '', ...config.settings, handleSignals: false },
+    });
     this.node = node;
     this.cache = node.getCache();
     this.workload = new Workload(this.cache, config.workload, config.index);

@@ -10,11 +10,12 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
 import { mkdirSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { generateFernetKey } from '../index.js';
+import { generateFernetKey, MissingToolError } from '../index.js';
 import {
   choiceFlag,
   describeFlags,
@@ -26,6 +27,7 @@ import {
   textFlag,
   UsageError,
 } from './args.js';
+import { type NatsServerProcess, startNatsServer } from './nats-server.js';
 import {
   type DifferingKey,
   formatSummary,
@@ -40,6 +42,12 @@ import type { FromMember, MemberConfig, MemberSample, MemberSettings, ToMember }
 // Flags
 
 const FERNET_KEY = /^[A-Za-z0-9_-]{43}=$/;
+/** `nats://host:port`, optionally with `user:password@`; the scheme may be omitted (the client adds it). */
+const NATS_URL = /^(?:(?:nats|tls):\/\/)?(?:[^\s@/,]+@)?[A-Za-z0-9._-]+(?::\d{1,5})?$/;
+
+/** The transports `mccache stress --transport` can run over. */
+export const STRESS_TRANSPORTS = ['multicast', 'unicast', 'nats'] as const;
+export type StressTransport = (typeof STRESS_TRANSPORTS)[number];
 
 /** Every flag of `mccache stress`, with the seed's TEST_* (or MCCACHE_*) variable. */
 export const STRESS_FLAGS = {
@@ -145,6 +153,25 @@ export const STRESS_FLAGS = {
     description: 'cluster name',
     check: (text) => (text.length > 64 ? 'expected a cluster name of at most 64 characters' : undefined),
   }),
+  transport: choiceFlag<StressTransport>({
+    choices: STRESS_TRANSPORTS,
+    default: 'multicast',
+    description:
+      'how members reach each other: multicast (a fresh group on 127.0.0.1); unicast (each member on a ' +
+      'port of its own on 127.0.0.1, MCCACHE_PEERS listing them all); nats (through a nats-server ' +
+      'started for the run on a free loopback port, or the one --nats-url names)',
+  }),
+  natsUrl: textFlag({
+    placeholder: '<url>',
+    defaultText: 'a nats-server started for the run',
+    description:
+      'with --transport nats, use this server (or comma-separated servers) instead; members use the ' +
+      'subject mccache.<cluster>, so pick a --cluster no other client of that server uses',
+    check: (text) =>
+      text.split(',').every((url) => NATS_URL.test(url.trim()))
+        ? undefined
+        : 'expected nats://host:port (comma-separated for several servers)',
+  }),
   seed: integerFlag({
     env: 'TEST_RANDOM_SEED',
     min: 0,
@@ -182,6 +209,9 @@ export interface StressOptions {
   mode: 0 | 1;
   cryptoKeys: string[];
   cluster: string;
+  transport: StressTransport;
+  /** With transport nats: the server to use; undefined starts one for the run. */
+  natsUrl: string | undefined;
   seed: number;
   settleTimeoutMs: number;
   out: string;
@@ -202,6 +232,11 @@ export function stressOptionsFrom(
   if (positionals.length > 0) {
     throw new UsageError(
       `unexpected argument "${positionals[0]}": stress takes only flags (see mccache stress --help)`,
+    );
+  }
+  if (values.natsUrl !== undefined && values.transport !== 'nats') {
+    throw new UsageError(
+      `--nats-url is for --transport nats, not ${values.transport}: add --transport nats or drop --nats-url`,
     );
   }
   const pulse = values.pulse!;
@@ -227,6 +262,8 @@ export function stressOptionsFrom(
     mode: Number(values.mode) as 0 | 1,
     cryptoKeys,
     cluster: values.cluster!,
+    transport: values.transport!,
+    natsUrl: values.natsUrl,
     seed: values.seed ?? randomInt(0, 2 ** 31),
     settleTimeoutMs: values.settle ?? Math.max(30_000, 4 * pulse * 1000),
     out: resolvePath(values.out ?? `stress-report-${timestamp(new Date())}`),
@@ -237,6 +274,7 @@ export const STRESS_USAGE = `mccache stress [flags]
 
 Runs the seed's stress workload on member processes on loopback, then checks that every member
 holds exactly the same cache. Exit status 0 on PASS, 1 on FAIL or error, 2 on a bad argument.
+--transport unicast or nats runs the same test over unicast peers or through a NATS server.
 
 ${describeFlags(STRESS_FLAGS)}`;
 
@@ -474,10 +512,14 @@ export interface ClusterLaunchOptions {
   count: number;
   settings: Omit<MemberSettings, 'logFilename'>;
   workload: (index: number) => MemberConfig['workload'];
+  /** Settings that differ per member (e.g. its unicast bind address), over {@link settings}. */
+  settingsFor?: ((index: number) => Partial<MemberSettings>) | undefined;
   /** Folder for the members' log files. */
   logFolder: string;
   launcher?: MemberLauncher | undefined;
   readyTimeoutMs?: number;
+  /** What to check when the members do not see each other (default: the multicast advice). */
+  unreachableHint?: string | undefined;
 }
 
 /** Starts members, configures them, and waits until each is up and sees all the others. */
@@ -491,6 +533,7 @@ export async function launchCluster(options: ClusterLaunchOptions): Promise<Memb
       const name = memberName(index);
       let settings: MemberSettings = {
         ...options.settings,
+        ...options.settingsFor?.(index),
         logFilename: resolvePath(options.logFolder, `member-${name}.log`),
       };
       let launch = defaultMemberLaunch();
@@ -519,8 +562,8 @@ export async function launchCluster(options: ClusterLaunchOptions): Promise<Memb
       },
       15_000,
       () =>
-        `the ${options.count} members did not all see each other within 15 s: is multicast on loopback blocked ` +
-        '(firewall) or the group unreachable?',
+        `the ${options.count} members did not all see each other within 15 s: ` +
+        (options.unreachableHint ?? 'is multicast on loopback blocked (firewall) or the group unreachable?'),
     );
     return members;
   } catch (error) {
@@ -550,6 +593,121 @@ async function waitFor(
   while (!(await condition())) {
     if (performance.now() > until) throw new Error(message());
     await sleep(100);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The network of a run
+
+/** Distinct UDP ports on `address`, each free when asked (the members bind them right after). */
+export async function freeUdpPorts(count: number, address = '127.0.0.1'): Promise<number[]> {
+  const sockets: Socket[] = [];
+  try {
+    // All held open at once, so that the ports differ.
+    for (let i = 0; i < count; i++) {
+      const socket = createSocket('udp4');
+      sockets.push(socket);
+      await new Promise<void>((resolve, reject) => {
+        socket.once('error', reject);
+        socket.bind(0, address, () => resolve());
+      });
+    }
+    return sockets.map((socket) => socket.address().port);
+  } finally {
+    for (const socket of sockets) {
+      try {
+        socket.close();
+      } catch {
+        // never bound
+      }
+    }
+  }
+}
+
+/** Where the members of a run meet, and what to stop afterwards. */
+export interface StressNetwork {
+  transport: StressTransport;
+  /** One line for the user: the transport and its endpoints. */
+  description: string;
+  /** Network settings every member gets. */
+  settings: Pick<MemberSettings, 'multicastIp' | 'multicastPort' | 'multicastIf' | 'peers' | 'natsUrl'>;
+  /** Network settings of one member (its unicast bind address). */
+  settingsFor(index: number): Partial<MemberSettings>;
+  /** The endpoint recorded in result.json as group and port. */
+  group: string;
+  port: number;
+  /** What to check when members do not see each other. */
+  unreachableHint: string;
+  /** Stops what the run started (its nats-server). Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Prepares the network of a run: a fresh multicast group, a free loopback port per member for
+ * unicast, or a nats-server on a free loopback port (unless `natsUrl` names one).
+ * @throws MissingToolError when nats is asked for without --nats-url and nats-server is not installed.
+ */
+export async function prepareNetwork(
+  options: Pick<StressOptions, 'transport' | 'nodes' | 'natsUrl'>,
+  startServer: () => Promise<NatsServerProcess> = startNatsServer,
+): Promise<StressNetwork> {
+  // Every member gets a valid, fresh group even when it does not use multicast.
+  const { group, port } = randomGroup();
+  const multicast = { multicastIp: group, multicastPort: port, multicastIf: '127.0.0.1' };
+  const none = { settingsFor: () => ({}), close: async () => {} };
+  switch (options.transport) {
+    case 'multicast':
+      return {
+        ...none,
+        transport: 'multicast',
+        description: `multicast group ${group}:${port} on 127.0.0.1`,
+        settings: { ...multicast, peers: [], natsUrl: '' },
+        group,
+        port,
+        unreachableHint: 'is multicast on loopback blocked (firewall) or the group unreachable?',
+      };
+    case 'unicast': {
+      const ports = await freeUdpPorts(options.nodes);
+      const peers = ports.map((p) => `127.0.0.1:${p}`);
+      return {
+        ...none,
+        transport: 'unicast',
+        description: `unicast peers ${peers.join(', ')} (one port per member, MCCACHE_PEERS lists them all)`,
+        settings: { ...multicast, peers, natsUrl: '' },
+        settingsFor: (index) => ({ unicastBind: peers[index]! }),
+        group: 'unicast 127.0.0.1',
+        port: ports[0]!,
+        unreachableHint: `is UDP on loopback blocked (firewall) for ports ${ports.join(', ')}?`,
+      };
+    }
+    case 'nats': {
+      let server: NatsServerProcess | undefined;
+      let url = options.natsUrl;
+      if (url === undefined) {
+        try {
+          server = await startServer();
+        } catch (error) {
+          if (error instanceof MissingToolError) {
+            throw new MissingToolError(`${error.message}, or give --nats-url to use a running server`);
+          }
+          throw error;
+        }
+        url = server.url;
+      }
+      const endpoint = /^(.*):(\d+)$/.exec(url);
+      return {
+        transport: 'nats',
+        description: server
+          ? `nats through a nats-server started for this run at ${url}`
+          : `nats through the server(s) at ${url}`,
+        settings: { ...multicast, peers: [], natsUrl: url },
+        settingsFor: () => ({}),
+        group: endpoint ? endpoint[1]! : url,
+        port: endpoint ? Number(endpoint[2]) : 0,
+        unreachableHint: `is the NATS server at ${url} up, and reachable from here?`,
+        close: async () => server?.stop(),
+      };
+    }
   }
 }
 
@@ -655,49 +813,62 @@ export async function runStress(
   launcher?: MemberLauncher,
 ): Promise<StressRun> {
   const startedAt = new Date();
-  const { group, port } = randomGroup();
   const say = (line: string) => output.write(`${line}\n`);
+  const network = await prepareNetwork(options);
   say(
-    `mccache stress: starting ${options.nodes} members on ${group}:${port} (loopback), ` +
+    `mccache stress: starting ${options.nodes} members over ${network.description}, ` +
       `pulse ${options.pulse} s${options.pulseSource === 'default' ? ' (stress default)' : ''}, seed ${options.seed}`,
   );
-  const members = await launchCluster({
-    count: options.nodes,
-    settings: {
-      multicastIp: group,
-      multicastPort: port,
-      multicastIf: '127.0.0.1',
-      cluster: options.cluster,
-      cryptoKeys: options.cryptoKeys,
-      pulse: options.pulse,
-      ttl: options.ttl,
-      max: options.max,
-      size: options.size,
-      mode: options.mode,
-      tantrum: options.tantrum,
-      logLevel: 'warn',
-    },
-    workload: (index) => ({
-      keys: options.keys,
-      apertureMs: options.apertureMs,
-      mix: options.mix,
-      seed: (options.seed + index) >>> 0,
-    }),
-    logFolder: resolvePath(options.out, 'logs'),
-    launcher,
-  });
+  let members: MemberProcess[];
+  try {
+    members = await launchCluster({
+      count: options.nodes,
+      settings: {
+        ...network.settings,
+        cluster: options.cluster,
+        cryptoKeys: options.cryptoKeys,
+        pulse: options.pulse,
+        ttl: options.ttl,
+        max: options.max,
+        size: options.size,
+        mode: options.mode,
+        tantrum: options.tantrum,
+        logLevel: 'warn',
+      },
+      settingsFor: (index) => network.settingsFor(index),
+      workload: (index) => ({
+        keys: options.keys,
+        apertureMs: options.apertureMs,
+        mix: options.mix,
+        seed: (options.seed + index) >>> 0,
+      }),
+      logFolder: resolvePath(options.out, 'logs'),
+      launcher,
+      unreachableHint: network.unreachableHint,
+    });
+  } catch (error) {
+    await network.close();
+    throw error;
+  }
   const interrupt = () => {
     for (const member of members) member.kill();
+    // Exiting kills a nats-server started for the run (nats-server.ts hooks exit).
     process.exit(130);
   };
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
   try {
-    return await drive(options, output, members, { startedAt, group, port });
+    return await drive(options, output, members, {
+      startedAt,
+      group: network.group,
+      port: network.port,
+      network: network.description,
+    });
   } finally {
     process.off('SIGINT', interrupt);
     process.off('SIGTERM', interrupt);
     await Promise.all(members.map((member) => member.stop()));
+    await network.close();
   }
 }
 
@@ -705,7 +876,7 @@ async function drive(
   options: StressOptions,
   output: StressOutput,
   members: MemberProcess[],
-  run: { startedAt: Date; group: string; port: number },
+  run: { startedAt: Date; group: string; port: number; network: string },
 ): Promise<StressRun> {
   const say = (line: string) => output.write(`${line}\n`);
   const timeline: Record<string, TimelinePoint[]> = {};
@@ -919,6 +1090,7 @@ async function drive(
   const files = writeReport(options.out, result);
   say('');
   say(formatSummary(result));
+  say(`transport: ${run.network}`);
   say(`report: ${files.html}\nresult: ${files.json}`);
   return { result, exitCode: pass ? 0 : 1, files };
 }
