@@ -1,8 +1,10 @@
 /**
- * Real member processes for tests on UDP multicast: spawn them (spec/fixtures/udp-member.ts under
- * tsx), talk to them over IPC with deadlines, and always kill them, whatever the test did.
+ * Real member processes for cluster tests: spawn them (spec/fixtures/udp-member.ts under tsx), talk to
+ * them over IPC with deadlines, and always kill them, whatever the test did. Members use UDP multicast
+ * on a fresh group unless their spec gives unicast peers or a NATS URL.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { EngineTiming } from '../../lib/cluster/engine.js';
+import { mulberry32 } from '../../lib/transport/memory-network.js';
 import type {
   MemberCommand,
   MemberMetrics,
@@ -66,6 +69,19 @@ export interface MemberSpec {
   /** Anti-entropy pulse in seconds (MCCACHE_CACHE_PULSE); the default otherwise. */
   pulse?: number;
   timing?: Partial<EngineTiming>;
+  /** Unicast peers, `host:port` (MCCACHE_PEERS): the member uses unicast instead of multicast. */
+  peers?: string[];
+  /** `address:port` the member receives unicast on (MCCACHE_UNICAST_BIND). */
+  unicastBind?: string;
+  /** NATS server URL(s) (MCCACHE_NATS_URL): the member uses NATS instead of multicast. */
+  natsUrl?: string;
+  /** More environment, applied last (e.g. fixture knobs such as UDP_MEMBER_NATS_OUTAGE_WARNING_MS). */
+  env?: Record<string, string>;
+  /**
+   * Starts the process in a way of the test's choosing (e.g. inside a network namespace) instead of
+   * taking a warm one; gets the command and options a plain start would use.
+   */
+  launch?: (command: string[], options: SpawnOptions) => ChildProcess;
 }
 
 type Command = MemberCommand extends infer C ? (C extends unknown ? Omit<C, 'id'> : never) : never;
@@ -208,7 +224,12 @@ export class ProcessCluster {
     if (spec.tantrum !== undefined) env.TEST_MONKEY_TANTRUM = String(spec.tantrum);
     if (spec.pulse !== undefined) env.MCCACHE_CACHE_PULSE = String(spec.pulse);
     if (spec.timing !== undefined) env.UDP_MEMBER_TIMING = JSON.stringify(spec.timing);
-    const child = await withDeadline(takeWarmProcess(), deadlineMs, `${spec.name}: process start`);
+    if (spec.peers !== undefined) env.MCCACHE_PEERS = spec.peers.join(',');
+    if (spec.unicastBind !== undefined) env.MCCACHE_UNICAST_BIND = spec.unicastBind;
+    if (spec.natsUrl !== undefined) env.MCCACHE_NATS_URL = spec.natsUrl;
+    Object.assign(env, spec.env);
+    const started = spec.launch ? launchIdleProcess(spec.launch).then(referenced) : takeWarmProcess();
+    const child = await withDeadline(started, deadlineMs, `${spec.name}: process start`);
     const member = new MemberProcess(spec.name, child);
     this.members.push(member);
     const ready = new Promise<string>((resolve, reject) => {
@@ -222,6 +243,11 @@ export class ProcessCluster {
     child.send({ start: { env } } satisfies MemberStart);
     member.nodeId = await withDeadline(ready, deadlineMs, `${spec.name} ready`);
     return member;
+  }
+
+  /** The log file of the member called `name` (its warnings and errors). */
+  logFile(name: string): string {
+    return join(this.logDir, `${name}.log`);
   }
 
   /** Starts several members at once. */
@@ -260,7 +286,14 @@ const warm: Promise<ChildProcess>[] = [];
 const launched = new Set<ChildProcess>();
 
 function launchWarmProcess(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', MEMBER_SCRIPT], {
+  return launchIdleProcess((command, options) => spawn(command[0]!, command.slice(1), options));
+}
+
+/** Starts a member process through `launch` and resolves once it is idle, waiting for its settings. */
+function launchIdleProcess(
+  launch: (command: string[], options: SpawnOptions) => ChildProcess,
+): Promise<ChildProcess> {
+  const child = launch([process.execPath, '--import', 'tsx', MEMBER_SCRIPT], {
     cwd: PROJECT_ROOT,
     // Only what node needs: the member's settings come with the start message.
     env: { PATH: process.env.PATH, HOME: process.env.HOME },
@@ -289,6 +322,11 @@ async function takeWarmProcess(): Promise<ChildProcess> {
   while (warm.length < WARM_PROCESSES) warm.push(launchWarmProcess());
   let child = await next.catch(() => launchWarmProcess());
   if (child.exitCode !== null || child.signalCode !== null) child = await launchWarmProcess();
+  return referenced(child);
+}
+
+/** A process in use keeps the test process alive again (until it exits). */
+function referenced(child: ChildProcess): ChildProcess {
   child.ref();
   child.channel?.ref();
   return child;
@@ -341,4 +379,104 @@ export function waitForMembers(members: MemberProcess[], count: number, deadline
     `every member to count ${count} others`,
     async () => (await Promise.all(members.map((m) => m.metrics()))).map((m) => m.cluster.members),
   );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads on overlapping keys and what converged members must hold afterwards.
+
+/** Everything written during a test, to check that members hold only what someone wrote. */
+export class WriteLog {
+  /** key -> every value written to it, as JSON. */
+  private readonly written = new Map<string, Set<string>>();
+  /** key -> the last op of its only writer (private keys). */
+  readonly lastOfPrivate = new Map<string, MemberOp>();
+
+  note(op: MemberOp, isPrivate: boolean): void {
+    if ('value' in op) {
+      let values = this.written.get(op.key);
+      if (!values) this.written.set(op.key, (values = new Set()));
+      values.add(JSON.stringify(op.value));
+    }
+    if (isPrivate) this.lastOfPrivate.set(op.key, op);
+  }
+
+  /** Entries (key -> value) that nobody wrote. */
+  foreign(entries: Record<string, unknown>): string[] {
+    return Object.entries(entries)
+      .filter(([key, value]) => !this.written.get(key)?.has(JSON.stringify(value)))
+      .map(([key]) => key);
+  }
+}
+
+/**
+ * Seeded ops for member `name`: writes (strings, numbers, objects) and deletes, mostly on keys every
+ * member uses, the rest on keys only this member writes (so their final state is known exactly).
+ * `round` keeps the values of later batches distinct from earlier ones.
+ */
+export function seededOps(name: string, seed: number, count: number, log: WriteLog, round = 0): MemberOp[] {
+  const random = mulberry32(seed);
+  const ops: MemberOp[] = [];
+  for (let i = 0; i < count; i++) {
+    const isPrivate = random() < 0.3;
+    const key = isPrivate
+      ? `${name}-own-${Math.floor(random() * 20)}`
+      : `shared-${Math.floor(random() * 60)}`;
+    const pick = random();
+    let op: MemberOp;
+    if (pick < 0.25) op = { key };
+    else if (pick < 0.5) op = { key, value: `${name}#${round}.${i}` };
+    else if (pick < 0.75) op = { key, value: (round * 100_000 + i) * 1000 + seed };
+    else op = { key, value: { by: name, round, i, tags: [seed, i % 7] } };
+    log.note(op, isPrivate);
+    ops.push(op);
+  }
+  return ops;
+}
+
+/** Every member applies its own seeded ops at the same time. */
+export async function writeConcurrently(
+  members: MemberProcess[],
+  count: number,
+  seed: number,
+  log: WriteLog,
+  round = 0,
+): Promise<void> {
+  await Promise.all(
+    members.map((member, index) => member.apply(seededOps(member.name, seed + index, count, log, round))),
+  );
+}
+
+/** Waits until every member holds the same checksum; fails listing the differing keys. */
+export function converged(
+  members: MemberProcess[],
+  deadlineMs: number,
+): Promise<Record<string, { crc: string; tsm: number }>> {
+  return waitFor(
+    () => commonChecksum(members),
+    deadlineMs,
+    `identical checksums on ${members.map((m) => m.name).join(', ')}`,
+    () => checksumDifferences(members),
+  );
+}
+
+/**
+ * Checks what converged members hold against what was written: identical entries, no value nobody
+ * wrote, the last write (or delete) of every private key. Returns the common entries.
+ */
+export async function assertHoldsWhatWasWritten(
+  members: MemberProcess[],
+  log: WriteLog,
+): Promise<Record<string, unknown>> {
+  const [first, ...others] = await Promise.all(members.map((member) => member.entries()));
+  for (const entries of others) assert.deepEqual(entries, first);
+  assert.deepEqual(log.foreign(first!), [], 'values that nobody wrote');
+  for (const [key, op] of log.lastOfPrivate) {
+    if ('value' in op) assert.deepEqual(first![key], op.value, `last write of ${key}`);
+    else assert.equal(key in first!, false, `${key} was deleted last`);
+  }
+  assert.ok(
+    Object.keys(first!).some((key) => key.startsWith('shared-')),
+    'some shared keys survive',
+  );
+  return first!;
 }
