@@ -292,14 +292,14 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     const tsm = this.hlc.tick();
     let slot = this.slots.get(key);
     let kind: ChangeKind;
-    if (
-      slot !== undefined &&
-      this.ttlMs > 0 &&
-      hlcToMillis(this.tsmList[slot]!) + this.ttlMs <= hlcToMillis(tsm)
-    ) {
-      this.expires++; // expired but not yet reclaimed: this write is an insert
-      this.remove(slot);
-      slot = undefined;
+    if (slot !== undefined && this.ttlMs > 0) {
+      // Expired as get() sees it but not yet reclaimed: this write is an insert.
+      if (this.cachedNow < 0) this.refreshNow();
+      if (this.tsmList[slot]! < this.expiryHorizon) {
+        this.expires++;
+        this.remove(slot);
+        slot = undefined;
+      }
     }
     if (slot === undefined) {
       kind = ChangeKind.Insert;
@@ -343,15 +343,17 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
   delete(key: string): boolean {
     const slot = this.slots.get(key);
     if (slot === undefined) return false;
-    const now = this.context.clock.now();
-    if (this.ttlMs > 0 && hlcToMillis(this.tsmList[slot]!) + this.ttlMs <= now) {
+    // Expired as get() sees it (the coarse now), so that delete and get agree.
+    let now = this.cachedNow;
+    if (now < 0) now = this.refreshNow();
+    if (this.tsmList[slot]! < this.expiryHorizon) {
       this.expires++;
       this.remove(slot);
       return false;
     }
-    const tsm = this.context.hlc.tick();
+    const tsm = this.hlc.tick();
     this.remove(slot);
-    this.layTombstone(key, tsm, this.context.nodeId, now);
+    this.layTombstone(key, tsm, this.nodeId, now);
     this.deletes++;
     this.noteChange();
     const sink = this.context.sink;
