@@ -63,7 +63,7 @@ export interface NatsServerOptions {
   port?: number;
   /** How long to wait until it accepts connections; default 10 s. */
   readyTimeoutMs?: number;
-  /** The executable; default {@link findNatsServer}. */
+  /** The executable; default {@link findNatsServer}. An empty string stands for "not installed". */
   binary?: string;
 }
 

@@ -630,7 +630,9 @@ export interface StressNetwork {
   /** One line for the user: the transport and its endpoints. */
   description: string;
   /** Network settings every member gets. */
-  settings: Pick<MemberSettings, 'multicastIp' | 'multicastPort' | 'multicastIf' | 'peers' | 'natsUrl'>;
+  settings: Required<
+    Pick<MemberSettings, 'multicastIp' | 'multicastPort' | 'multicastIf' | 'peers' | 'natsUrl'>
+  >;
   /** Network settings of one member (its unicast bind address). */
   settingsFor(index: number): Partial<MemberSettings>;
   /** The endpoint recorded in result.json as group and port. */
