@@ -802,3 +802,20 @@ describe('settings', () => {
     assert.deepEqual(JSON.parse(JSON.stringify(counters)), counters);
   });
 });
+
+describe('keys every member can carry', () => {
+  test('a key longer than the wire allows is refused at assignment, cache unchanged', () => {
+    const { store } = makeStore();
+    assert.throws(() => store.set('k'.repeat(65_537), 1), /limited to 65536 characters/);
+    assert.equal(store.count, 0);
+    store.set('k'.repeat(65_536), 1);
+    assert.equal(store.count, 1);
+  });
+
+  test('a key with a lone surrogate is refused: UTF-8 would change it on the way', () => {
+    const { store } = makeStore();
+    assert.throws(() => store.set('bad\ud800', 1), /lone surrogate/);
+    store.set('emoji \ud83d\ude00', 1);
+    assert.equal(store.get('emoji \ud83d\ude00'), 1);
+  });
+});

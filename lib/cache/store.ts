@@ -18,6 +18,7 @@
 import { type Clock, type HybridLogicalClock, hlcToMillis, millisToHlc } from '../clock.js';
 import type { CacheSettings, CallbackContext } from '../config.js';
 import type { Log } from '../log.js';
+import { MAX_KEY_LENGTH } from '../wire/ops.js';
 import { crcHex, crcOf, decodeValue, encodeValue } from '../wire/value-codec.js';
 import { encodeSimpleValue, SHORT_HASH_LIMIT, xxhash64Short } from './simple-encoding.js';
 import {
@@ -50,6 +51,26 @@ export interface StoreContext {
 }
 
 /** Thrown when one entry (encoded key and value) is larger than its cache's `size` limit. */
+declare global {
+  interface String {
+    /** ES2024, in Node 20: false if the string holds a lone surrogate. */
+    isWellFormed(): boolean;
+  }
+}
+
+/** Keys every member can carry byte for byte: bounded, and valid UTF-16 (no lone surrogates). */
+function refuseKey(key: string, cache: string): never {
+  if (key.length > MAX_KEY_LENGTH) {
+    throw new TypeError(
+      `cannot cache a key of ${key.length} characters in cache "${cache}": keys are limited to ${MAX_KEY_LENGTH} characters`,
+    );
+  }
+  throw new TypeError(
+    `cannot cache key ${JSON.stringify(key)} in cache "${cache}": it contains a lone surrogate, which UTF-8 cannot ` +
+      'carry to other members; expected a well-formed string',
+  );
+}
+
 export class EntryTooLargeError extends TypeError {
   override name = 'EntryTooLargeError';
 }
@@ -277,6 +298,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
    *   In both cases the cache is unchanged.
    */
   set(key: string, value: V): void {
+    if (key.length > MAX_KEY_LENGTH || !key.isWellFormed()) refuseKey(key, this.name);
     // Small values skip cbor-x (same bytes, no allocation); `shared` says the bytes are a reused view.
     let encoded = encodeSimpleValue(value);
     const shared = encoded !== undefined;

@@ -107,7 +107,7 @@ export interface CacheCounters {
   tombstones: number;
   /** Tombstones dropped early because the tombstone table was full. */
   tombstonesDropped: number;
-  /** Updates to one key within spikeInt seconds of the previous one (see the seed's TESTING.md). */
+  /** Changes (local or remote) within 5 s of the cache's previous change (the seed's TESTING.md glossary). */
   spikes: number;
   /** Mean seconds between such rapid updates. */
   spikeInt: number;

@@ -767,7 +767,8 @@ export class ClusterEngine implements ReplicationSink {
   }
 
   private applyData(member: Member, entry: DataEntry): void {
-    const store = this.options.stores.storeForRemote(entry.cache);
+    const store = this.remoteStore(entry.cache);
+    if (!store) return;
     const hasValue = entry.op === Op.INS || entry.op === Op.UPD;
     const outcome = store.applyRemote({
       kind: entry.op,
@@ -779,6 +780,16 @@ export class ClusterEngine implements ReplicationSink {
     });
     if (outcome === ApplyOutcome.Applied && entry.writer === member.id) {
       this.latency.record(this.options.clock.now() - hlcToMillis(entry.tsm));
+    }
+  }
+
+  /** The store a remote op names; a name the registry refuses (or a full registry) is counted. */
+  private remoteStore(name: string): CacheStoreApi | undefined {
+    try {
+      return this.options.stores.storeForRemote(name);
+    } catch {
+      this.drop('cache-refused');
+      return undefined;
     }
   }
 
@@ -982,7 +993,9 @@ export class ClusterEngine implements ReplicationSink {
 
   private onSync(member: Member, cache: string, buckets: number[]): void {
     if (buckets.length !== DIGEST_BUCKETS) return this.drop('digest-size');
-    const mine = digestOf(this.options.stores.storeForRemote(cache));
+    const store = this.remoteStore(cache);
+    if (!store) return;
+    const mine = digestOf(store);
     const differing = new Set<number>();
     for (let b = 0; b < DIGEST_BUCKETS; b++) if (mine[b] !== buckets[b]) differing.add(b);
     if (differing.size > 0) this.sendDetails(member.id, cache, differing, false);
@@ -990,7 +1003,8 @@ export class ClusterEngine implements ReplicationSink {
 
   /** Lists our versions in the given buckets to `target`, chunked to one datagram each. */
   private sendDetails(target: number, cache: string, buckets: ReadonlySet<number>, reply: boolean): void {
-    const store = this.options.stores.storeForRemote(cache);
+    const store = this.remoteStore(cache);
+    if (!store) return;
     const entries: Entry[] = [];
     const budget = this.codec.maxFragmentPayload - 64;
     for (const [bucket, versions] of versionsInBuckets(store, buckets)) {
@@ -1014,7 +1028,8 @@ export class ClusterEngine implements ReplicationSink {
 
   private onSyncDetail(member: Member, detail: Extract<Entry, { op: typeof Op.SYD }>): void {
     const { cache, versions } = detail;
-    const store = this.options.stores.storeForRemote(cache);
+    const store = this.remoteStore(cache);
+    if (!store) return;
     const wanted: string[] = [];
     const toPush: string[] = [];
     for (const [key, tsm, writer, , tombstone] of versions) {
