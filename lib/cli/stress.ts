@@ -2,7 +2,8 @@
  * `mccache stress`: the seed's stress test with a strict coherence verdict.
  *
  * The coordinator (this module) launches N member processes (stress-member.ts), each a real
- * cluster member on a fresh multicast group on loopback. It starts the seed's workload on all of
+ * cluster member on loopback: on a fresh multicast group, on unicast ports of their own, or through
+ * a nats-server started for the run (--transport). It starts the seed's workload on all of
  * them, shows a live line, stops the load, waits for quiescence (queues empty, nothing missing,
  * checksums equal and stable) and compares every member's full checksum: PASS iff every member
  * holds exactly the same keys with the same versions. It prints a summary table and writes
