@@ -13,7 +13,7 @@
  * Run: npx tsx benchmarks/cluster.ts   (BENCH_QUICK=1 for a shorter smoke run)
  */
 import { generateFernetKey } from '../lib/wire/fernet.js';
-import { type LatencyFigures, micros, printTable, rate, ratio } from './helpers/measure.js';
+import { describeMachine, type LatencyFigures, micros, printTable, rate, ratio } from './helpers/measure.js';
 import { startMembers, stopMembers } from './helpers/pool.js';
 import {
   closeRaw,
@@ -57,6 +57,7 @@ interface ClusterFigures {
 }
 
 const startedAt = Date.now();
+console.log(`started: ${describeMachine()}`);
 const members = await startMembers(Math.max(...CLUSTER_SIZES));
 const cryptoKey = generateFernetKey();
 const rawByReceivers = new Map<number, RawBlastResult>();
@@ -221,4 +222,5 @@ if (three) {
       `(${ratio(three.latency.p50 / (three.pingRtt.p50 / 2))} raw ping-pong one-way).`,
   );
 }
+console.log(`\nended: ${describeMachine()}`);
 console.log(`\ncluster benchmark took ${((Date.now() - startedAt) / 1000).toFixed(0)} s`);

@@ -16,7 +16,15 @@ import { connect, createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { Bench } from 'tinybench';
 import { createNode } from '../lib/node.js';
-import { micros, printTable, randomGroup, rate, ratio, summarize } from './helpers/measure.js';
+import {
+  describeMachine,
+  micros,
+  printTable,
+  randomGroup,
+  rate,
+  ratio,
+  summarize,
+} from './helpers/measure.js';
 import { type Member, startMembers, stopMembers } from './helpers/pool.js';
 import { type LatencyResult, replicationLatency, startCluster, stopCluster } from './helpers/scenarios.js';
 
@@ -169,6 +177,7 @@ async function redisFanOut(port: number, publisher: Member, subscribers: Member[
   return { ...summarize(samples), written, missing: written * subscribers.length - samples.length };
 }
 
+console.log(`started: ${describeMachine()}`);
 const { server, port } = await startRedis();
 let members: Member[] = [];
 try {
@@ -239,4 +248,5 @@ try {
   await stopMembers(members);
   await stopRedis(server);
 }
+console.log(`\nended: ${describeMachine()}`);
 console.log(`\nredis benchmark took ${((Date.now() - startedAt) / 1000).toFixed(0)} s`);

@@ -3,6 +3,7 @@
  * summaries, a pacer, fresh multicast groups and table printing.
  */
 import { randomInt } from 'node:crypto';
+import { cpus, loadavg } from 'node:os';
 
 /**
  * Milliseconds of CLOCK_MONOTONIC (process.hrtime), with ns resolution. On Linux this clock is
@@ -119,4 +120,13 @@ export function micros(us: number): string {
 /** Formats a ratio: 2.345 -> "2.35x". */
 export function ratio(value: number): string {
   return Number.isFinite(value) ? `${value.toFixed(2)}x` : '-';
+}
+
+/** One line saying when and where a run happened, and how busy the machine was. */
+export function describeMachine(): string {
+  const cores = cpus();
+  const load = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+  return `${new Date().toISOString()}, Node ${process.version}, ${cores.length} x ${cores[0]?.model ?? 'unknown CPU'}, load average ${load}`;
 }
