@@ -67,9 +67,9 @@ export class NetnsCommandError extends Error {
   }
 }
 
-function run(command: readonly string[], input?: string): Promise<string> {
+function run(command: readonly string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = execFile(
+    execFile(
       command[0]!,
       command.slice(1),
       { encoding: 'utf8', timeout: 30_000 },
@@ -78,7 +78,6 @@ function run(command: readonly string[], input?: string): Promise<string> {
         else resolve(stdout);
       },
     );
-    if (input !== undefined) child.stdin?.end(input);
   });
 }
 
