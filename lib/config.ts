@@ -182,6 +182,14 @@ const flag = () =>
     z.boolean({ error: 'expected true or false (or 1 or 0)' }),
   );
 
+function isPeerEntry(entry: string): boolean {
+  const match = /^([A-Za-z0-9._-]+):(\d{1,5})$/.exec(entry);
+  if (!match) return false;
+  const [, host, port] = match;
+  const looksNumeric = /^[\d.]+$/.test(host!);
+  return Number(port) >= 1 && Number(port) <= 65535 && (!looksNumeric || isIPv4(host!));
+}
+
 function isMulticast(ip: string): boolean {
   const first = Number(ip.split('.')[0]);
   return isIPv4(ip) && first >= 224 && first <= 239;
@@ -247,7 +255,9 @@ export const settingsSchema = z.object({
             .filter((p) => p !== '')
         : v,
     z.array(
-      z.string().regex(/^[A-Za-z0-9._-]+:\d{1,5}$/, { error: 'expected comma-separated host:port entries' }),
+      z.string().refine(isPeerEntry, {
+        error: 'expected comma-separated host:port entries (IPv4 address or DNS name, port 1-65535)',
+      }),
     ),
   ),
   natsUrl: z.string({ error: 'expected a NATS URL such as nats://127.0.0.1:4222' }),

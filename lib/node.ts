@@ -69,7 +69,12 @@ export interface ProcessFigures {
 export interface LocalMetrics {
   node: string;
   caches: Record<string, CacheCounters>;
-  cluster: EngineCounters & Record<string, unknown> & { latencyMs: LatencySummary };
+  cluster: EngineCounters &
+    Record<string, unknown> & {
+      latencyMs: LatencySummary;
+      /** The transport's counters: sent, received, sendErrors, tantrumDropped, and its own. */
+      transport: Record<string, number>;
+    };
   process: ProcessFigures;
 }
 
@@ -223,6 +228,7 @@ export class McCacheNode {
         dropped: { ...this.engine.counters.dropped },
         ...this.engine.gauges(),
         latencyMs: this.engine.latency.summary(),
+        transport: this.engine.transportStats(),
       },
       process: {
         loadAverage: loadavg(),

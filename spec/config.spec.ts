@@ -303,3 +303,38 @@ describe('unknown MCCACHE_* variables', () => {
     ]);
   });
 });
+
+describe('transport settings', () => {
+  test('MCCACHE_PEERS entries must be host:port with a real IPv4 address or a DNS name', () => {
+    for (const bad of ['10.0.0.999:4000', 'host:70000', 'host', 'host:0']) {
+      assert.throws(
+        () => resolveSettings({ env: { MCCACHE_PEERS: bad }, cwd: workingDirectory() }),
+        (error: Error) => error instanceof ConfigError && error.message.startsWith('MCCACHE_PEERS='),
+        bad,
+      );
+    }
+    const settings = resolveSettings({
+      env: { MCCACHE_PEERS: '10.0.0.1:4000, orders-mccache.shop.svc:4000,pod_1:4001' },
+      cwd: workingDirectory(),
+    });
+    assert.deepEqual(settings.peers, ['10.0.0.1:4000', 'orders-mccache.shop.svc:4000', 'pod_1:4001']);
+  });
+
+  test('MCCACHE_PEERS together with MCCACHE_NATS_URL is refused, naming both', () => {
+    assert.throws(
+      () =>
+        resolveSettings({
+          env: { MCCACHE_PEERS: '10.0.0.1:4000', MCCACHE_NATS_URL: 'nats://127.0.0.1:4222' },
+          cwd: workingDirectory(),
+        }),
+      /MCCACHE_PEERS or MCCACHE_NATS_URL, not both/,
+    );
+  });
+
+  test('MCCACHE_UNICAST_BIND must be address:port', () => {
+    assert.throws(
+      () => resolveSettings({ env: { MCCACHE_UNICAST_BIND: 'everywhere' }, cwd: workingDirectory() }),
+      /MCCACHE_UNICAST_BIND="everywhere": expected address:port/,
+    );
+  });
+});

@@ -1147,12 +1147,17 @@ export class ClusterEngine implements ReplicationSink {
       reassemblyTimeouts: this.reassembly.stats.timedOut,
       reassemblyOverBudget: this.reassembly.stats.overBudget,
       pendingSends: this.options.transport.pendingSends,
-      transportSent: this.options.transport.stats.sent,
-      transportReceived: this.options.transport.stats.received,
-      transportSendErrors: this.options.transport.stats.sendErrors,
-      tantrumDropped: this.options.transport.stats.tantrumDropped,
       nextSeq: this.nextSeq,
     };
+  }
+
+  /** The transport's counters (each transport has the common ones and may add its own). */
+  transportStats(): Record<string, number> {
+    const stats: Record<string, number> = {};
+    for (const [name, value] of Object.entries(this.options.transport.stats)) {
+      if (typeof value === 'number') stats[name] = value;
+    }
+    return stats;
   }
 
   /** True when nothing is queued, in flight to the OS, or missing from any member's stream. */
