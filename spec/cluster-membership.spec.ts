@@ -77,6 +77,36 @@ describe('membership', () => {
     assert.equal(transfers, 1, 'one donor serves a newcomer, not a stampede');
     await cluster.shutdown();
   });
+  test('a newcomer converges without waiting for a pulse, even with writes racing its state transfer', async () => {
+    for (const seed of [41, 42, 43]) {
+      const cluster = await started({
+        members: 3,
+        seed,
+        faults: { loss: 0.1, reorder: 0.2 },
+        settings: { pulse: 3600 },
+      });
+      const writers = cluster.nodes.map((node) => node.getCache<number>('c'));
+      let i = 0;
+      const write = () => {
+        writers[i % 3]![`k${i % 90}`] = i;
+        i++;
+      };
+      for (let n = 0; n < 200; n++) {
+        write();
+        cluster.run(1);
+      }
+      const newcomer = cluster.addNode();
+      await newcomer.ready();
+      // Keep writing while the newcomer starts and its state transfer runs.
+      for (let n = 0; n < 300; n++) {
+        write();
+        cluster.run(1);
+      }
+      const after = cluster.runUntilConverged('c', 6000);
+      assert.notEqual(after, undefined, `seed ${seed}: ${cluster.differences('c').join(', ')}`);
+      await cluster.shutdown();
+    }
+  });
 });
 
 describe('partitions', () => {

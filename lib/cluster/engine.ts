@@ -60,6 +60,12 @@ export interface EngineTiming {
   /** How often a starting member repeats NEW, and how many times. */
   newRetryMs: number;
   newRetries: number;
+  /**
+   * After start and after a member appears, extra sync rounds at these delays: a state transfer is
+   * a snapshot, and writes racing with it (sent before the newcomer started tracking their
+   * sender) would otherwise wait for the next pulse.
+   */
+  settleSyncMs: number[];
 }
 
 /** Bounds on everything the network can grow. Each has a drop counter in the metrics. */
@@ -111,6 +117,7 @@ export function defaultTiming(settings: Pick<ClusterSettings, 'pulse'>): EngineT
     pulseMs: settings.pulse * 1000,
     newRetryMs: 400,
     newRetries: 4,
+    settleSyncMs: [1000, 4000],
   };
 }
 
@@ -283,6 +290,7 @@ export class ClusterEngine implements ReplicationSink {
     if (this.closed) return;
     this.started = true;
     this.announce(0);
+    this.settleLater();
     this.every(this.timing.heartbeatMs, () => this.heartbeat());
     if (this.timing.pulseMs > 0) this.pulseLater();
     this.scheduleFlush();
@@ -706,6 +714,18 @@ export class ClusterEngine implements ReplicationSink {
     if (donor === this.nodeIdValue) {
       this.counters.stateTransfers++;
       this.scheduleSync();
+      this.settleLater();
+    }
+  }
+
+  /** Schedules the settle sync rounds (see EngineTiming.settleSyncMs). */
+  private settleLater(): void {
+    for (const delay of this.timing.settleSyncMs) {
+      const timer = this.options.clock.setTimeout(() => {
+        this.timers.delete(timer);
+        if (!this.closed) this.sendSync();
+      }, delay);
+      this.timers.add(timer);
     }
   }
 
