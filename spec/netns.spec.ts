@@ -304,6 +304,11 @@ describe('mccache between network namespaces', { skip: support.available ? false
     });
     assert.match(links, /\bm0@/);
     assert.match(links, /\bm1@/);
+    // Multicast leaves a member through its veth by default (multicastRoute: null removes the route).
+    const route = execFileSync('ip', ['-n', topology.members[0]!.namespace, 'route', 'get', '239.1.2.3'], {
+      encoding: 'utf8',
+    });
+    assert.match(route, /dev veth0/);
     const sleeper = topology.spawn(1, ['sleep', '600'], { stdio: 'ignore' });
     const exited = new Promise((resolve) => sleeper.once('exit', (_code, signal) => resolve(signal)));
     await topology.destroy();

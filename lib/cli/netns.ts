@@ -46,8 +46,11 @@ export interface NetnsTopologyOptions {
   prefix?: string;
   /** First three octets of the /24 the members live in, e.g. `10.23.45`; default a random `10.X.Y`. */
   subnet?: string;
-  /** Multicast routes added in every member namespace (default `224.0.0.0/4`). */
-  multicastRoute?: string;
+  /**
+   * The multicast route added in every member namespace (default `224.0.0.0/4` via the member's
+   * veth). `null` adds none, as in a cloud network: multicast then cannot leave a member.
+   */
+  multicastRoute?: string | null;
 }
 
 /** Whether this process can build topologies, and why not. */
@@ -299,7 +302,7 @@ export class NetnsTopology {
     live.add(topology);
     installHooks();
     try {
-      await topology.build(options.multicastRoute ?? '224.0.0.0/4');
+      await topology.build(options.multicastRoute === undefined ? '224.0.0.0/4' : options.multicastRoute);
     } catch (error) {
       await topology.destroy();
       throw error;
@@ -307,7 +310,7 @@ export class NetnsTopology {
     return topology;
   }
 
-  private async build(multicastRoute: string): Promise<void> {
+  private async build(multicastRoute: string | null): Promise<void> {
     const bridge = this.bridgeNamespace;
     await this.addNamespace(bridge);
     // Snooping off: multicast is flooded to every port, whatever IGMP state a link flap left behind.
@@ -336,7 +339,9 @@ export class NetnsTopology {
       await run(['ip', '-n', ns, 'link', 'set', 'lo', 'up']);
       await run(['ip', '-n', ns, 'addr', 'add', `${member.address}/24`, 'dev', member.interfaceName]);
       await run(['ip', '-n', ns, 'link', 'set', member.interfaceName, 'up']);
-      await run(['ip', '-n', ns, 'route', 'add', multicastRoute, 'dev', member.interfaceName]);
+      if (multicastRoute !== null) {
+        await run(['ip', '-n', ns, 'route', 'add', multicastRoute, 'dev', member.interfaceName]);
+      }
     }
   }
 
