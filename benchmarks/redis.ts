@@ -26,7 +26,13 @@ import {
   summarize,
 } from './helpers/measure.js';
 import { type Member, startMembers, stopMembers } from './helpers/pool.js';
-import { type LatencyResult, replicationLatency, startCluster, stopCluster } from './helpers/scenarios.js';
+import {
+  allObserved,
+  type LatencyResult,
+  replicationLatency,
+  startCluster,
+  stopCluster,
+} from './helpers/scenarios.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
 const SUBSCRIBER_COUNTS = [2, 4];
@@ -169,7 +175,7 @@ async function redisFanOut(port: number, publisher: Member, subscribers: Member[
     durationMs: PACED_MS,
     bytes: VALUE_BYTES,
   });
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  await allObserved(subscribers, 'redisSampleCount', written);
   const samples = (
     await Promise.all(subscribers.map((member) => member.call<number[]>('redisCollect')))
   ).flat();

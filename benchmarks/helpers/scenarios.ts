@@ -124,10 +124,27 @@ export async function replicatedThroughput(
   return result;
 }
 
+/** How long a receiver may lag behind the end of a paced run before what it lacks counts as missing. */
+const STRAGGLER_MS = 3000;
+
+/** Waits until every receiver has observed `expected` messages, or {@link STRAGGLER_MS} passed. */
+export async function allObserved(
+  receivers: Member[],
+  countCommand: string,
+  expected: number,
+): Promise<void> {
+  const deadline = Date.now() + STRAGGLER_MS;
+  while (Date.now() < deadline) {
+    const counts = await Promise.all(receivers.map((receiver) => receiver.call<number>(countCommand)));
+    if (counts.every((count) => count >= expected)) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
 export interface LatencyResult extends LatencyFigures {
   /** Updates written; `count` is how many reader observations were collected (writes x readers). */
   written: number;
-  /** Reader observations missing (lost and never repaired, or still in flight when collected). */
+  /** Reader observations missing: lost for good, coalesced, or later than 3 s after the last send. */
   missing: number;
 }
 
@@ -163,8 +180,7 @@ export async function replicationLatency(
   if (watched.some((present) => present !== LATENCY_KEYS))
     throw new Error(`latency key set incomplete: ${watched}`);
   const written = await writer.call<number>('mcPaced', { prefix, keys: LATENCY_KEYS, ...options });
-  await waitFor('the last updates to arrive', () => writer.call<boolean>('mcQuiescent'), 5000);
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  await allObserved(readers, 'mcSampleCount', written);
   const samples = (await Promise.all(readers.map((reader) => reader.call<number[]>('mcCollect')))).flat();
   await clearEverywhere(writer, readers);
   return { ...summarize(samples), written, missing: written * readers.length - samples.length };
@@ -239,7 +255,7 @@ export async function rawPacedLatency(
 ): Promise<LatencyResult> {
   await Promise.all(receivers.map((receiver) => receiver.call('rawArm')));
   const written = await sender.call<number>('rawPaced', options);
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  await allObserved(receivers, 'rawSampleCount', written);
   const samples = (
     await Promise.all(receivers.map((receiver) => receiver.call<number[]>('rawCollect')))
   ).flat();

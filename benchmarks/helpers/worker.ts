@@ -150,6 +150,7 @@ const mcHandlers: Record<string, Handler> = {
       cache[`${args.prefix}${i % args.keys}`] = stampedValue(monotonicMs(), pad);
     });
   },
+  mcSampleCount: () => mcSamples.length,
   mcCollect: () => {
     const samples = mcSamples.map((ms) => Math.round(ms * 1000) / 1000);
     mcSamples = [];
@@ -273,6 +274,7 @@ const rawHandlers: Record<string, Handler> = {
       socket.send(datagram, rawTarget.port, rawTarget.group);
     });
   },
+  rawSampleCount: () => rawSamples.length,
   rawCollect: () => {
     const samples = rawSamples.map((ms) => Math.round(ms * 1000) / 1000);
     rawSamples = [];
@@ -340,6 +342,7 @@ const redisHandlers: Record<string, Handler> = {
       void client.publish(args.channel, copy);
     });
   },
+  redisSampleCount: () => redisSamples.length,
   redisCollect: () => {
     const samples = redisSamples.map((ms) => Math.round(ms * 1000) / 1000);
     redisSamples = [];
