@@ -156,6 +156,10 @@ describe('mccache stress arguments', () => {
     assert.equal(options.cluster, 'mccache');
     assert.equal(options.transport, 'multicast');
     assert.equal(options.natsUrl, undefined);
+    assert.equal(options.netns, false);
+    assert.equal(options.lossPercent, 0);
+    assert.equal(options.partitionMs, null);
+    assert.equal(options.kill, false);
     assert.equal(options.settleTimeoutMs, 30_000);
     assert.match(options.out, /stress-report-\d{8}-\d{6}$/);
     assert.ok(Number.isInteger(options.seed));
@@ -202,6 +206,10 @@ describe('mccache stress arguments', () => {
         cluster: 'blue',
         transport: 'nats',
         natsUrl: 'nats://10.0.0.5:4222,nats://10.0.0.6:4222',
+        netns: false,
+        lossPercent: 0,
+        partitionMs: null,
+        kill: false,
         seed: 42,
         settleTimeoutMs: 45_000,
         out: '/tmp/x',
@@ -270,6 +278,13 @@ describe('mccache stress arguments', () => {
     [['--cluster', 'x'.repeat(65)], 'expected a cluster name of at most 64 characters'],
     [['--transport', 'tcp'], 'expected one of multicast, unicast, nats'],
     [['--nats-url', 'http://x y'], 'expected nats://host:port (comma-separated for several servers)'],
+    [['--loss', '95'], 'expected a number from 0 to 90'],
+    [['--loss', 'some'], 'expected a number from 0 to 90'],
+    [
+      ['--partition', '10x'],
+      'expected a duration such as 500ms, 15s, 10m or 1h (a bare number means seconds)',
+    ],
+    [['--partition', '50ms'], 'expected a duration from 100ms to'],
     [['--seed', '-1'], 'expected a whole number from 0 to 4294967295'],
     [['--settle', '500ms'], 'expected a duration from 1s to'],
     [['--out', ''], 'expected a non-empty value'],
@@ -280,8 +295,16 @@ describe('mccache stress arguments', () => {
     });
   }
 
+  // Switches take no value: anything but true/false after = is refused.
+  const invalidSwitches = ['--netns', '--kill'];
+  for (const name of invalidSwitches) {
+    test(`refuses ${name}=maybe`, () => {
+      usageError(() => stress([`${name}=maybe`]), `${name}=maybe: expected no value (or true/false)`);
+    });
+  }
+
   test('every stress flag has an invalid-value case above', () => {
-    const covered = new Set(invalid.map(([argv]) => argv[0]));
+    const covered = new Set([...invalid.map(([argv]) => argv[0]), ...invalidSwitches]);
     for (const key of Object.keys(STRESS_FLAGS))
       assert.ok(covered.has(flagName(key)), `${flagName(key)} untested`);
   });
@@ -325,6 +348,55 @@ describe('mccache stress arguments', () => {
       () => stress(['--transport', 'unicast', '--nats-url', 'nats://127.0.0.1:4222']),
       'not unicast',
       'add --transport nats',
+    );
+  });
+
+  test('--netns with --loss, --partition and --kill', () => {
+    const options = stress(['--netns', '--duration', '6s', '--loss', '10', '--partition', '2', '--kill']);
+    assert.equal(options.netns, true);
+    assert.equal(options.lossPercent, 10);
+    assert.equal(options.partitionMs, 2000, 'a bare --partition is in seconds');
+    assert.equal(options.kill, true);
+    assert.equal(options.transport, 'multicast');
+    assert.equal(stress(['--netns', '--loss', '2.5']).lossPercent, 2.5);
+    assert.equal(stress(['--netns', '--partition', '1500ms']).partitionMs, 1500);
+    assert.equal(stress(['--netns', '--transport', 'unicast']).transport, 'unicast');
+    assert.equal(stress(['--netns']).lossPercent, 0, 'namespaces alone inject nothing');
+  });
+
+  test('--loss and --partition need --netns; --kill works without it', () => {
+    usageError(() => stress(['--loss', '10']), '--loss needs --netns', '--tantrum');
+    usageError(() => stress(['--loss', '0']), '--loss needs --netns');
+    usageError(() => stress(['--partition', '5s']), '--partition needs --netns');
+    const kill = stress(['--kill']);
+    assert.equal(kill.kill, true);
+    assert.equal(kill.netns, false);
+    assert.equal(stress(['--kill', '--transport', 'nats']).kill, true);
+  });
+
+  test('--netns refuses the nats transport, saying why', () => {
+    usageError(
+      () => stress(['--netns', '--transport', 'nats']),
+      '--netns works with --transport multicast or unicast, not nats',
+      'cannot reach a nats-server',
+    );
+  });
+
+  test('a partition must heal before the load ends: it starts a third of the way in', () => {
+    assert.equal(stress(['--netns', '--duration', '6s', '--partition', '4s']).partitionMs, 4000);
+    usageError(
+      () => stress(['--netns', '--duration', '6s', '--partition', '4.5s']),
+      '--partition 4.5s does not fit in a 6s load',
+      'at 2s',
+      'expected at most 4s',
+    );
+    assert.equal(stress(['--netns', '--duration', '60s', '--partition', '40']).partitionMs, 40_000);
+    usageError(() => stress(['--netns', '--partition', '41']), 'expected at most 40s');
+    // TEST_RUN_DURATION counts too (minutes).
+    usageError(
+      () => stress(['--netns', '--partition', '90s'], { TEST_RUN_DURATION: '2' }),
+      'does not fit in a 2m load',
+      'expected at most 1m20s',
     );
   });
 

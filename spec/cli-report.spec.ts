@@ -77,8 +77,11 @@ function result(overrides: Partial<StressResult> = {}): StressResult {
       settleTimeoutMs: 30_000,
       seed: 42,
       cluster: 'mccache',
+      transport: 'multicast',
+      network: 'multicast group 239.1.2.3:40000 on 127.0.0.1',
       group: '239.1.2.3',
       port: 40000,
+      faults: { netns: false, lossPercent: 0, partitionMs: null, kill: false },
     },
     timing: { loadMs: 60_010, settleMs: 1300, convergedMs: 400 },
     totals: {
@@ -108,6 +111,7 @@ function result(overrides: Partial<StressResult> = {}): StressResult {
         { t: 1000, ops: 400, retransmits: 12, naksSent: 4, queuedOps: 1 },
       ],
     },
+    faultEvents: [],
     ...overrides,
   };
 }
@@ -214,6 +218,117 @@ describe('the summary printed after a run', () => {
     assert.match(text, /\.\.\. and 3 more \(result\.json\)/);
     assert.match(text, /never/, 'a member that never converged says so');
     assert.match(text.split('\n').at(-1)!, /^FAIL: 23 of 180 keys differ/);
+  });
+});
+
+/** A run across namespaces with loss, a partition of B and a kill of A. */
+function faulty(): StressResult {
+  const base = result();
+  return result({
+    config: {
+      ...base.config,
+      transport: 'unicast',
+      network: 'unicast peers 10.1.2.1:4000, 10.1.2.2:4000 across 2 network namespaces (10.1.2.0/24)',
+      faults: { netns: true, lossPercent: 10, partitionMs: 10_000, kill: true },
+    },
+    nodes: [
+      node('A', { nodeId: '0000000a', previousNodeIds: ['00000001'], kernelDrops: 1234 }),
+      node('B', { convergenceMs: 400, kernelDrops: 987 }),
+    ],
+    // Long enough for the charts to reach the faults.
+    timeline: Object.fromEntries(
+      ['A', 'B'].map((name) => [
+        name,
+        Array.from({ length: 41 }, (_, i) => ({
+          t: i * 1000,
+          ops: i * 30,
+          retransmits: i,
+          naksSent: i,
+          queuedOps: 0,
+        })),
+      ]),
+    ),
+    faultEvents: [
+      { t: -3, kind: 'loss', detail: 'every member drops 10%' },
+      { t: 20_000, kind: 'partition', member: 'B', detail: 'cut off' },
+      { t: 25_400, kind: 'membership', member: 'B', detail: 'sees 0 other members (was 1)' },
+      { t: 30_000, kind: 'heal', member: 'B', detail: 'link up' },
+      { t: 30_010, kind: 'kill', member: 'A', detail: 'kill -9 of node 00000001' },
+      { t: 31_500, kind: 'restart', member: 'A', detail: 'back as node 0000000a' },
+    ],
+  });
+}
+
+describe('transport and faults in the report', () => {
+  test('the summary names the transport and its network, not always a group on 127.0.0.1', () => {
+    const plain = formatSummary(result());
+    assert.match(
+      plain,
+      /^network: multicast group 239\.1\.2\.3:40000 on 127\.0\.0\.1; cluster "mccache", seed 42$/m,
+    );
+    assert.doesNotMatch(plain, /^faults:/m, 'a run without faults has no faults line');
+    assert.doesNotMatch(plain, /fault timeline/);
+    const text = formatSummary(faulty());
+    assert.match(
+      text,
+      /^network: unicast peers 10\.1\.2\.1:4000, 10\.1\.2\.2:4000 across 2 network namespaces/m,
+    );
+    assert.doesNotMatch(text, /on 127\.0\.0\.1/);
+  });
+
+  test('the summary lists the faults, their timeline, kernel drops and the restarted member', () => {
+    const text = formatSummary(faulty());
+    assert.match(
+      text,
+      /^faults: 10% kernel loss on every member; member B cut off for 10 s from 20\.00 s \(healed at 30\.00 s\); member A killed with SIGKILL at 30\.01 s and restarted at 31\.50 s$/m,
+    );
+    const lines = text.split('\n');
+    const start = lines.indexOf('fault timeline (seconds since the load started):');
+    assert.ok(start > 0, 'a timeline section');
+    assert.deepEqual(
+      lines.slice(start + 1, start + 7).map((line) => line.trim().split(/\s{2,}/)),
+      [
+        ['-0.00', 'loss', 'every member drops 10%'],
+        ['20.00', 'partition', 'B: cut off'],
+        ['25.40', 'membership', 'B: sees 0 other members (was 1)'],
+        ['30.00', 'heal', 'B: link up'],
+        ['30.01', 'kill', 'A: kill -9 of node 00000001'],
+        ['31.50', 'restart', 'A: back as node 0000000a'],
+      ],
+    );
+    assert.match(text, /^packets dropped by the kernel loss rule: A 1,234, B 987$/m);
+    const rowA = lines.find((line) => line.startsWith('A '))!;
+    assert.equal(rowA.split(/\s{2,}/)[0], 'A 0000000a (restarted)');
+    assert.match(text, /^\(restarted\): the row counts the new process only/m);
+    // The table still ends with the verdict.
+    assert.equal(lines.at(-1), 'PASS: all 2 members hold the same 180 keys');
+  });
+
+  test('namespaces without injected faults say so', () => {
+    const quiet = result();
+    quiet.config = {
+      ...quiet.config,
+      faults: { netns: true, lossPercent: 0, partitionMs: null, kill: false },
+    };
+    assert.match(formatSummary(quiet), /^faults: none \(each member in its own network namespace\)$/m);
+  });
+
+  test('the HTML shows the transport, the faults and the timeline, and marks faults on the charts', () => {
+    const html = renderHtml(faulty());
+    assert.match(html, /<dt>transport<\/dt><dd>unicast<\/dd>/);
+    assert.match(html, /<dt>network<\/dt><dd>unicast peers 10\.1\.2\.1:4000/);
+    assert.match(html, /<dt>faults<\/dt><dd>10% kernel loss on every member; member B cut off/);
+    assert.match(html, /<h2>Fault timeline<\/h2>/);
+    assert.match(html, /<td>30\.01<\/td><td>kill<\/td><td>A<\/td>/);
+    assert.match(html, /<td>-0\.00<\/td><td>loss<\/td><td>all<\/td>/);
+    assert.match(html, /Packets dropped by the kernel loss rule: A 1,234, B 987/);
+    for (const label of ['partition B', 'heal B', 'kill A', 'restart A']) {
+      assert.ok(html.includes(`class="marker-label">${label}</text>`), `chart marker ${label}`);
+    }
+    assert.doesNotMatch(html, /class="marker-label">membership/, 'membership changes are not drawn');
+    const plain = renderHtml(result());
+    assert.doesNotMatch(plain, /Fault timeline|<dt>faults/);
+    assert.match(plain, /<dt>transport<\/dt><dd>multicast<\/dd>/);
   });
 });
 

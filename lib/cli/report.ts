@@ -45,6 +45,13 @@ export interface NodeResult {
   digest: string;
   cpuSeconds: number;
   rssBytes: number;
+  /** Packets the kernel loss rule (`--loss`) dropped on their way to this member. */
+  kernelDrops?: number;
+  /**
+   * Node ids of the processes of this member that were killed (`--kill`), oldest first. The row's
+   * counters are those of the process running at the end, which is a new node.
+   */
+  previousNodeIds?: string[];
 }
 
 /** A member's cumulative counters at one moment (ms since the load started). */
@@ -54,6 +61,34 @@ export interface TimelinePoint {
   retransmits: number;
   naksSent: number;
   queuedOps: number;
+}
+
+/** The transports a stress run can use. */
+export type StressTransportName = 'multicast' | 'unicast' | 'nats';
+
+/** What a {@link FaultEvent} records. */
+export type FaultKind = 'loss' | 'partition' | 'heal' | 'kill' | 'restart' | 'membership';
+
+/** One entry of the fault timeline. */
+export interface FaultEvent {
+  /** ms since the load started; negative: before it. */
+  t: number;
+  kind: FaultKind;
+  /** The member concerned; absent when it is every member. */
+  member?: string;
+  detail: string;
+}
+
+/** The faults a run injected (`--netns`, `--loss`, `--partition`, `--kill`). */
+export interface FaultSettings {
+  /** Each member ran in a network namespace of its own. */
+  netns: boolean;
+  /** Kernel loss on every member, in percent (0: none). */
+  lossPercent: number;
+  /** How long one member was cut off; null: no partition. */
+  partitionMs: number | null;
+  /** One member was killed with SIGKILL mid-run and restarted. */
+  kill: boolean;
 }
 
 /** Everything a run produced; result.json is this record. */
@@ -82,8 +117,13 @@ export interface StressResult {
     settleTimeoutMs: number;
     seed: number;
     cluster: string;
+    transport: StressTransportName;
+    /** How the members reached each other, in words: transport, endpoints, namespaces. */
+    network: string;
+    /** The multicast group (or the transport's main endpoint) and its port. */
     group: string;
     port: number;
+    faults: FaultSettings;
   };
   timing: {
     /** How long the load actually ran. */
@@ -113,6 +153,8 @@ export interface StressResult {
   differingKeysTotal: number;
   /** Per member name, one point per second (and through the settling phase). */
   timeline: Record<string, TimelinePoint[]>;
+  /** Faults injected and what the members saw of them, in time order (empty without faults). */
+  faultEvents: FaultEvent[];
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -156,9 +198,13 @@ export const SUMMARY_COLUMNS = [
   'converged',
 ];
 
+function nodeLabel(node: NodeResult): string {
+  return `${node.name} ${node.nodeId}${node.previousNodeIds?.length ? ' (restarted)' : ''}`;
+}
+
 function summaryRows(result: StressResult): string[][] {
   const rows = result.nodes.map((node) => [
-    `${node.name} ${node.nodeId}`,
+    nodeLabel(node),
     integer.format(node.ops),
     integer.format(node.inserts),
     integer.format(node.updates),
@@ -189,6 +235,50 @@ function summaryRows(result: StressResult): string[][] {
   return rows;
 }
 
+/** The faults of a run in one line, or undefined when it injected none. */
+export function describeFaults(
+  config: StressResult['config'],
+  events: readonly FaultEvent[],
+): string | undefined {
+  const f = config.faults;
+  const parts: string[] = [];
+  if (f.lossPercent > 0) parts.push(`${f.lossPercent}% kernel loss on every member`);
+  const partition = events.find((e) => e.kind === 'partition');
+  const heal = events.find((e) => e.kind === 'heal');
+  if (f.partitionMs !== null) {
+    parts.push(
+      `member ${partition?.member ?? '?'} cut off for ${formatMs(f.partitionMs)}` +
+        (partition ? ` from ${secondsAt(partition.t)} s` : '') +
+        (heal ? ` (healed at ${secondsAt(heal.t)} s)` : ' (never healed)'),
+    );
+  }
+  if (f.kill) {
+    const kill = events.find((e) => e.kind === 'kill');
+    const restart = events.find((e) => e.kind === 'restart');
+    parts.push(
+      kill
+        ? `member ${kill.member} killed with SIGKILL at ${secondsAt(kill.t)} s` +
+            (restart ? ` and restarted at ${secondsAt(restart.t)} s` : ', not restarted')
+        : 'a member to kill with SIGKILL (the load ended first)',
+    );
+  }
+  if (parts.length === 0) return f.netns ? 'none (each member in its own network namespace)' : undefined;
+  return parts.join('; ');
+}
+
+function secondsAt(ms: number): string {
+  return (ms / 1000).toFixed(2);
+}
+
+/** The fault timeline as text lines, times in seconds since the load started. */
+export function formatFaultTimeline(events: readonly FaultEvent[]): string[] {
+  const width = Math.max(...events.map((e) => e.kind.length));
+  return events.map(
+    (e) =>
+      `  ${secondsAt(e.t).padStart(7)}  ${e.kind.padEnd(width)}  ${e.member ? `${e.member}: ` : ''}${e.detail}`,
+  );
+}
+
 /** The summary printed at the end of a run: settings, the table, and the verdict. */
 export function formatSummary(result: StressResult): string {
   const c = result.config;
@@ -200,7 +290,11 @@ export function formatSummary(result: StressResult): string {
     `mccache stress: ${c.nodes} members, ${formatMs(c.durationMs)} of load, aperture ${c.apertureMs} ms, ` +
       `${c.keys} keys, data mix ${c.mix}, tantrum ${c.tantrum}%${c.encrypted ? ', encrypted' : ''}`,
     `cache: ttl ${c.ttl} s, max ${c.max} entries, size ${c.size} bytes, mode ${c.mode}; anti-entropy pulse ${pulseNote}`,
-    `group ${c.group}:${c.port} on 127.0.0.1, cluster "${c.cluster}", seed ${c.seed}`,
+    `network: ${c.network}; cluster "${c.cluster}", seed ${c.seed}`,
+  ];
+  const faults = describeFaults(c, result.faultEvents);
+  if (faults !== undefined) lines.push(`faults: ${faults}`);
+  lines.push(
     '',
     textTable(SUMMARY_COLUMNS, summaryRows(result)),
     '',
@@ -209,7 +303,24 @@ export function formatSummary(result: StressResult): string {
       `${integer.format(result.totals.keysAtEnd)} keys at the end`,
     `p50/p99: replication latency of ops written by another member and applied here, in ms; ` +
       `converged: time after the load stopped until the member held the final state`,
-  ];
+  );
+  if (result.nodes.some((n) => n.previousNodeIds?.length)) {
+    lines.push('(restarted): the row counts the new process only; the killed one is in the fault timeline');
+  }
+  if (result.faultEvents.length > 0) {
+    lines.push(
+      '',
+      'fault timeline (seconds since the load started):',
+      ...formatFaultTimeline(result.faultEvents),
+    );
+  }
+  if (result.nodes.some((n) => n.kernelDrops !== undefined)) {
+    lines.push(
+      `packets dropped by the kernel loss rule: ${result.nodes
+        .map((n) => `${n.name} ${integer.format(n.kernelDrops ?? 0)}`)
+        .join(', ')}`,
+    );
+  }
   if (result.differingKeysTotal > 0) {
     lines.push('', `${result.differingKeysTotal} differing keys:`);
     for (const differing of result.differingKeys.slice(0, 20)) {
@@ -420,6 +531,11 @@ export function renderHtml(result: StressResult): string {
   const c = result.config;
   const loadSeconds = result.timing.loadMs / 1000;
   const names = result.nodes.map((n) => n.name);
+  // Faults that change the network or the members, drawn where they happened.
+  const faultMarkers = result.faultEvents
+    .filter((e) => e.kind !== 'membership' && e.kind !== 'loss')
+    .map((e) => ({ x: e.t / 1000, label: `${e.kind}${e.member ? ` ${e.member}` : ''}` }));
+  const markers = [...faultMarkers, { x: loadSeconds, label: 'load stopped' }];
   const throughput: Series[] = names.map((name) => ({
     name: `node ${name}`,
     points: ratesOf(result.timeline[name] ?? [], 'ops'),
@@ -429,7 +545,7 @@ export function renderHtml(result: StressResult): string {
     xLabel: 'seconds since the load started',
     yLabel: 'ops/s',
     series: [...throughput, { name: 'all members', points: sumSeries(throughput) }],
-    markers: [{ x: loadSeconds, label: 'load stopped' }],
+    markers,
   });
   const retransmitChart = lineChart({
     title: 'Retransmissions per second (answers to NAKs)',
@@ -439,7 +555,7 @@ export function renderHtml(result: StressResult): string {
       name: `node ${name}`,
       points: ratesOf(result.timeline[name] ?? [], 'retransmits'),
     })),
-    markers: [{ x: loadSeconds, label: 'load stopped' }],
+    markers,
   });
   const queueChart = lineChart({
     title: 'Queued ops waiting to be sent',
@@ -501,6 +617,24 @@ export function renderHtml(result: StressResult): string {
                 .join('')}</tr>`,
           )
           .join('')}</tbody></table>`;
+  const faults = describeFaults(c, result.faultEvents);
+  const faultSection =
+    result.faultEvents.length === 0
+      ? ''
+      : `<h2>Fault timeline</h2>
+<table><thead><tr><th>seconds since the load started</th><th>event</th><th>member</th><th>what happened</th></tr></thead><tbody>${result.faultEvents
+          .map(
+            (e) =>
+              `<tr><td>${secondsAt(e.t)}</td><td>${escapeHtml(e.kind)}</td><td>${escapeHtml(e.member ?? 'all')}</td><td style="text-align:left">${escapeHtml(e.detail)}</td></tr>`,
+          )
+          .join('')}</tbody></table>${
+          result.nodes.some((n) => n.kernelDrops !== undefined)
+            ? `<p>Packets dropped by the kernel loss rule: ${escapeHtml(
+                result.nodes.map((n) => `${n.name} ${integer.format(n.kernelDrops ?? 0)}`).join(', '),
+              )}.</p>`
+            : ''
+        }
+`;
   const verdictClass = result.verdict === 'PASS' ? 'pass' : 'fail';
   return `<!doctype html>
 <html lang="en">
@@ -520,7 +654,9 @@ export function renderHtml(result: StressResult): string {
 <dt>monkey tantrum</dt><dd>${c.tantrum}% of datagrams dropped on send and on receive</dd>
 <dt>cache</dt><dd>ttl ${c.ttl} s, max ${c.max}, size ${c.size} bytes, mode ${c.mode}${c.encrypted ? ', encrypted (Fernet)' : ''}</dd>
 <dt>anti-entropy pulse</dt><dd>${c.pulse} s${c.pulseSource === 'default' ? ' (stress default)' : ''}</dd>
-<dt>network</dt><dd>${escapeHtml(`${c.group}:${c.port}`)} on loopback, cluster "${escapeHtml(c.cluster)}"</dd>
+<dt>transport</dt><dd>${escapeHtml(c.transport)}</dd>
+<dt>network</dt><dd>${escapeHtml(c.network)}, cluster "${escapeHtml(c.cluster)}"</dd>
+${faults === undefined ? '' : `<dt>faults</dt><dd>${escapeHtml(faults)}</dd>\n`}
 <dt>throughput</dt><dd>${integer.format(result.totals.opsPerSecond)} ops/s (target ${integer.format(result.totals.targetOpsPerSecond)})</dd>
 <dt>settled</dt><dd>${(result.timing.settleMs / 1000).toFixed(2)} s after the load stopped; last member converged ${seconds(result.timing.convergedMs)} after it</dd>
 </dl>
@@ -530,7 +666,7 @@ ${table}
 timestamps are whole milliseconds, so latencies are too: 1.1 means at most about 1 ms). Converged: time after the
 load stopped until the member held the final state. Drops: datagrams the engine refused (not counting its own echoes
 and duplicates); the monkey tantrum's drops happen below it and show up as NAKs and retransmissions.</p>
-<h2>Charts</h2>
+${faultSection}<h2>Charts</h2>
 ${throughputChart}
 ${latencyChart}
 ${retransmitChart}

@@ -22,21 +22,37 @@ import {
   describeFlags,
   durationFlag,
   type FlagSet,
+  formatDuration,
   integerFlag,
   numberFlag,
   parseArgs,
+  switchFlag,
   textFlag,
   UsageError,
 } from './args.js';
 import { type NatsServerProcess, startNatsServer } from './nats-server.js';
+import { NetnsTopology } from './netns.js';
 import {
   type DifferingKey,
+  type FaultEvent,
+  type FaultKind,
+  formatMs,
   formatSummary,
   type NodeResult,
   type StressResult,
   type TimelinePoint,
   writeReport,
 } from './report.js';
+import {
+  composeLaunchers,
+  type FaultPlan,
+  injectsFaults,
+  longestPartitionMs,
+  netnsNetwork,
+  partitionStartMs,
+  planFaults,
+  requireNetns,
+} from './stress-faults.js';
 import type { FromMember, MemberConfig, MemberSample, MemberSettings, ToMember } from './stress-member.js';
 
 // ------------------------------------------------------------------------------------------------
@@ -162,6 +178,33 @@ export const STRESS_FLAGS = {
       'port of its own on 127.0.0.1, MCCACHE_PEERS listing them all); nats (through a nats-server ' +
       'started for the run on a free loopback port, or the one --nats-url names)',
   }),
+  netns: switchFlag({
+    description:
+      'run each member in a network namespace of its own, joined to the others by a bridge (needs root ' +
+      'and iproute2); with --transport multicast or unicast',
+  }),
+  loss: numberFlag({
+    min: 0,
+    max: 90,
+    default: 0,
+    placeholder: '<percent>',
+    description:
+      'with --netns: the kernel drops this percentage of the packets arriving at every member ' +
+      '(an iptables statistic rule in each namespace)',
+  }),
+  partition: durationFlag({
+    minMs: 100,
+    maxMs: 7 * 86_400_000,
+    bareUnit: 's',
+    description:
+      'with --netns: cut the last member off the bridge a third of the way into the load, for this long ' +
+      '(a bare number is seconds); it must heal before the load ends',
+  }),
+  kill: switchFlag({
+    description:
+      'kill -9 one member halfway through the load and restart it at once, as a new node (works with or ' +
+      'without --netns)',
+  }),
   natsUrl: textFlag({
     placeholder: '<url>',
     defaultText: 'a nats-server started for the run',
@@ -213,6 +256,14 @@ export interface StressOptions {
   transport: StressTransport;
   /** With transport nats: the server to use; undefined starts one for the run. */
   natsUrl: string | undefined;
+  /** Each member in a network namespace of its own. */
+  netns: boolean;
+  /** Kernel loss on every member in percent (needs netns). */
+  lossPercent: number;
+  /** How long the last member is cut off (needs netns); null: no partition. */
+  partitionMs: number | null;
+  /** Kill -9 one member mid-run and restart it. */
+  kill: boolean;
   seed: number;
   settleTimeoutMs: number;
   out: string;
@@ -240,6 +291,31 @@ export function stressOptionsFrom(
       `--nats-url is for --transport nats, not ${values.transport}: add --transport nats or drop --nats-url`,
     );
   }
+  const netns = values.netns === true;
+  if (!netns && sources.loss === 'flag') {
+    throw new UsageError(
+      '--loss needs --netns: the loss is a kernel rule inside each member’s network namespace ' +
+        '(without namespaces, --tantrum drops datagrams inside mccache)',
+    );
+  }
+  if (!netns && values.partition !== undefined) {
+    throw new UsageError('--partition needs --netns: it takes a member’s link to the bridge down');
+  }
+  if (netns && values.transport === 'nats') {
+    throw new UsageError(
+      '--netns works with --transport multicast or unicast, not nats: the namespaces cannot reach a ' +
+        'nats-server on the host’s loopback',
+    );
+  }
+  const durationMs = values.duration!;
+  if (values.partition !== undefined && values.partition > longestPartitionMs(durationMs)) {
+    throw new UsageError(
+      `--partition ${formatDuration(values.partition)} does not fit in a ${formatDuration(durationMs)} load: ` +
+        `the partition starts a third of the way in (at ${formatDuration(partitionStartMs(durationMs))}) ` +
+        `and must heal before the load ends, so expected at most ${formatDuration(longestPartitionMs(durationMs))} ` +
+        '(or a longer --duration)',
+    );
+  }
   const pulse = values.pulse!;
   const crypto = values.crypto;
   const cryptoKeys =
@@ -250,7 +326,7 @@ export function stressOptionsFrom(
         : crypto.split(',').map((k) => k.trim());
   return {
     nodes: values.nodes!,
-    durationMs: values.duration!,
+    durationMs,
     keys: values.keys!,
     apertureMs: values.aperture! * 1000,
     mix: Number(values.mix) as 1 | 2 | 3,
@@ -265,6 +341,10 @@ export function stressOptionsFrom(
     cluster: values.cluster!,
     transport: values.transport!,
     natsUrl: values.natsUrl,
+    netns,
+    lossPercent: values.loss!,
+    partitionMs: values.partition ?? null,
+    kill: values.kill === true,
     seed: values.seed ?? randomInt(0, 2 ** 31),
     settleTimeoutMs: values.settle ?? Math.max(30_000, 4 * pulse * 1000),
     out: resolvePath(values.out ?? `stress-report-${timestamp(new Date())}`),
@@ -276,6 +356,8 @@ export const STRESS_USAGE = `mccache stress [flags]
 Runs the seed's stress workload on member processes on loopback, then checks that every member
 holds exactly the same cache. Exit status 0 on PASS, 1 on FAIL or error, 2 on a bad argument.
 --transport unicast or nats runs the same test over unicast peers or through a NATS server.
+--netns runs each member in a network namespace of its own (root only), where --loss adds real
+kernel packet loss and --partition cuts a member off; --kill crashes and restarts a member.
 
 ${describeFlags(STRESS_FLAGS)}`;
 
@@ -334,6 +416,8 @@ interface Waiter {
 /** A running member process and its IPC channel. */
 export class MemberProcess {
   nodeId = '';
+  /** What it was configured with (set by {@link launchCluster}); a restart reuses it. */
+  config: MemberConfig | undefined;
   /** The latest per-second sample, and when it arrived (coordinator ms). */
   latest: MemberSample | undefined;
   readonly exited: Promise<number | null>;
@@ -349,7 +433,7 @@ export class MemberProcess {
   constructor(
     readonly name: string,
     readonly index: number,
-    launch: MemberLaunch,
+    readonly launch: MemberLaunch,
   ) {
     this.child = spawn(launch.command, launch.args, {
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
@@ -544,8 +628,10 @@ export async function launchCluster(options: ClusterLaunchOptions): Promise<Memb
         settings = { ...settings, ...adapted.settings };
       }
       const member = new MemberProcess(name, index, launch);
+      const config = { name, index, settings, workload: options.workload(index) };
+      member.config = config;
       members.push(member);
-      configs.push({ name, index, settings, workload: options.workload(index) });
+      configs.push(config);
     }
     const ready = await Promise.all(
       members.map(async (member, i) => {
@@ -569,6 +655,26 @@ export async function launchCluster(options: ClusterLaunchOptions): Promise<Memb
     return members;
   } catch (error) {
     await Promise.all(members.map((member) => member.stop(1000)));
+    throw error;
+  }
+}
+
+/**
+ * Starts a member again with its launch and configuration, in the same slot (name, index, settings,
+ * workload seed): a new process, hence a new node. Resolves once it is ready (it may not yet see
+ * the others). The old process must have exited.
+ */
+export async function relaunchMember(member: MemberProcess, readyTimeoutMs = 30_000): Promise<MemberProcess> {
+  if (!member.config) throw new Error(`member ${member.name} was not started by launchCluster`);
+  const fresh = new MemberProcess(member.name, member.index, member.launch);
+  fresh.config = member.config;
+  try {
+    await fresh.next('hello', readyTimeoutMs);
+    const ready = await fresh.request({ type: 'configure', config: member.config }, 'ready', readyTimeoutMs);
+    fresh.nodeId = ready.nodeId;
+    return fresh;
+  } catch (error) {
+    await fresh.stop(1000);
     throw error;
   }
 }
@@ -816,8 +922,39 @@ export async function runStress(
   launcher?: MemberLauncher,
 ): Promise<StressRun> {
   const startedAt = new Date();
+  let topology: NetnsTopology | undefined;
+  let network: StressNetwork;
+  if (options.netns) {
+    if (options.transport === 'nats')
+      throw new UsageError('--netns works with multicast or unicast, not nats');
+    await requireNetns(options.lossPercent);
+    // Deleted in `finally` below, or by the module's exit and signal hooks if this process dies first.
+    topology = await NetnsTopology.create({
+      members: options.nodes,
+      ...(options.transport === 'unicast' ? { multicastRoute: null } : {}),
+    });
+    const across = netnsNetwork(options.transport, topology, randomGroup());
+    network = across;
+    launcher = composeLaunchers(launcher, across.launcher);
+  } else {
+    network = await prepareNetwork(options);
+  }
+  try {
+    return await runOnNetwork(options, output, network, launcher, topology, startedAt);
+  } finally {
+    await topology?.destroy();
+  }
+}
+
+async function runOnNetwork(
+  options: StressOptions,
+  output: StressOutput,
+  network: StressNetwork,
+  launcher: MemberLauncher | undefined,
+  topology: NetnsTopology | undefined,
+  startedAt: Date,
+): Promise<StressRun> {
   const say = (line: string) => output.write(`${line}\n`);
-  const network = await prepareNetwork(options);
   say(
     `mccache stress: starting ${options.nodes} members over ${network.description}, ` +
       `pulse ${options.pulse} s${options.pulseSource === 'default' ? ' (stress default)' : ''}, seed ${options.seed}`,
@@ -863,9 +1000,11 @@ export async function runStress(
   try {
     return await drive(options, output, members, {
       startedAt,
+      transport: network.transport,
       group: network.group,
       port: network.port,
       network: network.description,
+      topology,
     });
   } finally {
     process.off('SIGINT', interrupt);
@@ -879,33 +1018,79 @@ async function drive(
   options: StressOptions,
   output: StressOutput,
   members: MemberProcess[],
-  run: { startedAt: Date; group: string; port: number; network: string },
+  run: {
+    startedAt: Date;
+    transport: StressTransport;
+    group: string;
+    port: number;
+    network: string;
+    topology: NetnsTopology | undefined;
+  },
 ): Promise<StressRun> {
-  const say = (line: string) => output.write(`${line}\n`);
   const timeline: Record<string, TimelinePoint[]> = {};
   let loadStart = Number.POSITIVE_INFINITY;
-  for (const member of members) {
-    const points: TimelinePoint[] = [];
-    timeline[member.name] = points;
+  const plan = planFaults(options);
+  const faults = new FaultInjector(plan, run.topology, members, {
+    say: (line) => output.write(`${output.isTTY ? '\r\x1b[K' : ''}${line}\n`),
+    since: () => performance.now() - loadStart,
+    onRestart: (fresh) => track(fresh),
+  });
+  /**
+   * Records a member's per-second counters. A restarted member's counters start again from zero:
+   * they are added to what its slot had reached, so the timeline stays cumulative.
+   */
+  const track = (member: MemberProcess) => {
+    const points = (timeline[member.name] ??= []);
+    const base = points.at(-1) ?? { ops: 0, retransmits: 0, naksSent: 0 };
+    const offset = { ops: base.ops, retransmits: base.retransmits, naksSent: base.naksSent };
     member.onTick((sample) => {
+      faults.observe(member, sample);
       if (performance.now() < loadStart) return;
       points.push({
         t: Math.round(performance.now() - loadStart),
-        ops: sample.workload.ops,
-        retransmits: sample.retransmits,
-        naksSent: sample.naksSent,
+        ops: offset.ops + sample.workload.ops,
+        retransmits: offset.retransmits + sample.retransmits,
+        naksSent: offset.naksSent + sample.naksSent,
         queuedOps: sample.queuedOps,
       });
     });
+  };
+  for (const member of members) track(member);
+  try {
+    return await load(options, output, members, run, { faults, timeline, startLoad });
+  } finally {
+    await faults.close();
   }
+
+  function startLoad(): number {
+    loadStart = performance.now();
+    return loadStart;
+  }
+}
+
+async function load(
+  options: StressOptions,
+  output: StressOutput,
+  members: MemberProcess[],
+  run: Parameters<typeof drive>[3],
+  context: {
+    faults: FaultInjector;
+    timeline: Record<string, TimelinePoint[]>;
+    startLoad: () => number;
+  },
+): Promise<StressRun> {
+  const say = (line: string) => output.write(`${line}\n`);
+  const { faults, timeline } = context;
   say(
     `members ${members.map((m) => `${m.name}=${m.nodeId}`).join(' ')} see each other; load for ${options.durationMs / 1000} s`,
   );
 
   // Load.
   const crashed = () => members.find((member) => member.crashed);
-  loadStart = performance.now();
+  const lossSetAt = await faults.setLoss();
+  const loadStart = context.startLoad();
   for (const member of members) member.send({ type: 'start' });
+  faults.start(loadStart, lossSetAt);
   let lastOps = 0;
   let lastAt = loadStart;
   let lastPrinted = 0;
@@ -932,16 +1117,28 @@ async function drive(
     while (performance.now() < loadEnd) {
       const gone = crashed();
       if (gone) throw new Error(`member ${gone.name} exited during the load (${gone.exitDescription})`);
+      faults.throwIfFailed();
       await sleep(Math.min(200, Math.max(1, loadEnd - performance.now())));
     }
   } finally {
+    faults.loadStopped();
     clearInterval(live);
     if (output.isTTY) output.write('\n');
   }
-  const stops = members.map((member) => member.request({ type: 'stop' }, 'stopped', 10_000));
-  await Promise.all(stops);
+  // A member being restarted is not running: it is stopped once it is back (it never started).
+  const stopped = new Set<MemberProcess>();
+  const stop = (targets: MemberProcess[]) =>
+    Promise.all(
+      targets.map((member) => {
+        stopped.add(member);
+        return member.request({ type: 'stop' }, 'stopped', 10_000);
+      }),
+    );
+  await stop(members.filter((member) => member.running));
   const stopAt = performance.now();
   const loadMs = stopAt - loadStart;
+  await faults.finish();
+  await stop(members.filter((member) => !stopped.has(member)));
   say(`load stopped after ${(loadMs / 1000).toFixed(1)} s; waiting for the members to converge`);
 
   // Settle: probe until every member is quiescent and all hold the same digest for a second (in
@@ -990,6 +1187,8 @@ async function drive(
     await sleep(25);
   }
   const settleMs = performance.now() - stopAt;
+  faults.stopObserving();
+  const kernelDrops = await faults.kernelDrops();
 
   const finalDigest = majorityDigest(finals.map((reply) => reply.digest));
   const nodes: NodeResult[] = members.map((member, i) => {
@@ -1030,6 +1229,10 @@ async function drive(
       digest: final.digest,
       cpuSeconds: sample.cpuMicros / 1e6,
       rssBytes: sample.rssBytes,
+      ...(kernelDrops ? { kernelDrops: kernelDrops[i]! } : {}),
+      ...(faults.previousNodeIds.has(member.index)
+        ? { previousNodeIds: [...faults.previousNodeIds.get(member.index)!] }
+        : {}),
     };
   });
   const convergences = nodes.map((n) => n.convergenceMs);
@@ -1068,8 +1271,16 @@ async function drive(
       settleTimeoutMs: options.settleTimeoutMs,
       seed: options.seed,
       cluster: options.cluster,
+      transport: run.transport,
+      network: run.network,
       group: run.group,
       port: run.port,
+      faults: {
+        netns: options.netns,
+        lossPercent: options.lossPercent,
+        partitionMs: options.partitionMs,
+        kill: options.kill,
+      },
     },
     timing: { loadMs: Math.round(loadMs), settleMs: Math.round(settleMs), convergedMs },
     totals: {
@@ -1089,13 +1300,215 @@ async function drive(
     differingKeys: verdict!.differing.slice(0, 1000),
     differingKeysTotal: verdict!.differing.length,
     timeline,
+    faultEvents: faults.events,
   };
   const files = writeReport(options.out, result);
   say('');
   say(formatSummary(result));
-  say(`transport: ${run.network}`);
   say(`report: ${files.html}\nresult: ${files.json}`);
   return { result, exitCode: pass ? 0 : 1, files };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Faults
+
+/** Most membership changes a run records (one per member and change; a flapping member would be noisy). */
+const MAX_MEMBERSHIP_EVENTS = 200;
+
+/**
+ * Carries out a {@link FaultPlan} during the load (loss, partition and heal, kill and restart) and
+ * records the fault timeline, including the membership changes the members report while faults
+ * are injected. Fault steps run beside the load loop; a failed step fails the run.
+ */
+class FaultInjector {
+  readonly events: FaultEvent[] = [];
+  /** Node ids of the killed processes, by member index. */
+  readonly previousNodeIds = new Map<number, string[]>();
+  private readonly abort = new AbortController();
+  private tasks: Promise<void> = Promise.resolve();
+  private failure: Error | undefined;
+  private readonly seen = new Map<MemberProcess, number>();
+  private membershipEvents = 0;
+  private observing = false;
+  private loadRunning = false;
+
+  constructor(
+    private readonly plan: FaultPlan,
+    private readonly topology: NetnsTopology | undefined,
+    private readonly members: MemberProcess[],
+    private readonly hooks: {
+      say(line: string): void;
+      /** ms since the load started. */
+      since(): number;
+      onRestart(fresh: MemberProcess): void;
+    },
+  ) {}
+
+  private record(kind: FaultKind, detail: string, member?: string, t = this.hooks.since()): void {
+    const event: FaultEvent = { t: Math.round(t), kind, ...(member !== undefined ? { member } : {}), detail };
+    this.events.push(event);
+    this.events.sort((a, b) => a.t - b.t);
+    const when = `${event.t >= 0 ? '+' : ''}${(event.t / 1000).toFixed(2)} s`;
+    this.hooks.say(`fault ${when}: ${kind}${member !== undefined ? ` ${member}` : ''}: ${detail}`);
+  }
+
+  private network(): NetnsTopology {
+    if (!this.topology) throw new Error('this fault needs --netns');
+    return this.topology;
+  }
+
+  /** Sets the loss rule on every member (before the load); returns when, or undefined without loss. */
+  async setLoss(): Promise<number | undefined> {
+    if (this.plan.lossPercent <= 0) return undefined;
+    const topology = this.network();
+    const probability = this.plan.lossPercent / 100;
+    await Promise.all(topology.members.map((member) => topology.setLoss(member.index, probability)));
+    return performance.now();
+  }
+
+  /** Starts the timed faults; the load started at `loadStart` (performance.now()). */
+  start(loadStart: number, lossSetAt: number | undefined): void {
+    this.loadRunning = true;
+    this.observing = injectsFaults(this.plan);
+    if (lossSetAt !== undefined) {
+      this.record(
+        'loss',
+        `every member’s kernel drops ${this.plan.lossPercent}% of the packets it receives (iptables statistic on INPUT)`,
+        undefined,
+        lossSetAt - loadStart,
+      );
+    }
+    const steps: Array<Promise<void>> = [];
+    if (this.plan.partition) steps.push(this.partition(this.plan.partition));
+    if (this.plan.kill) steps.push(this.killAndRestart(this.plan.kill));
+    this.tasks = Promise.all(
+      steps.map((step) =>
+        step.catch((error: Error) => {
+          if (!this.abort.signal.aborted) this.failure ??= error;
+        }),
+      ),
+    ).then(() => {});
+  }
+
+  private async at(ms: number): Promise<void> {
+    const wait = ms - this.hooks.since();
+    if (wait > 0) await sleepFor(wait, this.abort.signal);
+    if (this.abort.signal.aborted) throw new Error('aborted');
+  }
+
+  private async partition(step: NonNullable<FaultPlan['partition']>): Promise<void> {
+    const topology = this.network();
+    const name = this.members[step.member]!.name;
+    await this.at(step.atMs);
+    await topology.partition(step.member);
+    this.record(
+      'partition',
+      `cut off for ${formatMs(step.forMs)}: its link to the bridge is down (silent, sends still succeed)`,
+      name,
+    );
+    await this.at(step.atMs + step.forMs);
+    await topology.heal(step.member);
+    this.record('heal', 'its link to the bridge is up again', name);
+  }
+
+  private async killAndRestart(step: NonNullable<FaultPlan['kill']>): Promise<void> {
+    await this.at(step.atMs);
+    const old = this.members[step.member]!;
+    const pid = old.pid;
+    const opsBefore = old.latest?.workload.ops ?? 0;
+    old.kill();
+    await old.exited;
+    const killedAt = performance.now();
+    this.record(
+      'kill',
+      `kill -9 of node ${old.nodeId} (pid ${pid}), which had reported ${number.format(opsBefore)} ops; restarting it`,
+      old.name,
+    );
+    const fresh = await relaunchMember(old);
+    if (this.abort.signal.aborted) {
+      await fresh.stop(1000);
+      return;
+    }
+    const ids = this.previousNodeIds.get(step.member) ?? [];
+    ids.push(old.nodeId);
+    this.previousNodeIds.set(step.member, ids);
+    this.members[step.member] = fresh;
+    this.hooks.onRestart(fresh);
+    const loading = this.loadRunning;
+    if (loading) fresh.send({ type: 'start' });
+    this.record(
+      'restart',
+      `back as node ${fresh.nodeId} (a new node, same settings and workload seed), ` +
+        `${((performance.now() - killedAt) / 1000).toFixed(2)} s after the kill; ` +
+        (loading ? 'it joins the load' : 'the load had ended, so it runs none'),
+      fresh.name,
+    );
+  }
+
+  /** Notes a member's membership changes while faults are injected (from its per-second sample). */
+  observe(member: MemberProcess, sample: MemberSample): void {
+    if (!this.observing || this.membershipEvents >= MAX_MEMBERSHIP_EVENTS) return;
+    const previous = this.seen.get(member);
+    this.seen.set(member, sample.members);
+    const restarted = this.previousNodeIds.has(member.index);
+    if (previous === sample.members || (previous === undefined && !restarted)) return;
+    this.membershipEvents++;
+    const others = this.members.length - 1;
+    this.record(
+      'membership',
+      `${previous === undefined ? `node ${member.nodeId} ` : ''}sees ${sample.members} other member${sample.members === 1 ? '' : 's'}` +
+        `${previous === undefined ? '' : ` (was ${previous})`}${sample.members === others ? ', all of them' : ''}`,
+      member.name,
+    );
+  }
+
+  /** Records no more membership changes (the verdict is in). */
+  stopObserving(): void {
+    this.observing = false;
+  }
+
+  /** The load is over: a member restarted from now on runs no workload. */
+  loadStopped(): void {
+    this.loadRunning = false;
+  }
+
+  /** Throws the error of a failed fault step, if any. */
+  throwIfFailed(): void {
+    if (this.failure)
+      throw new Error(`fault injection failed: ${this.failure.message}`, { cause: this.failure });
+  }
+
+  /** Waits for the fault steps (a restart in progress) to end; throws if one failed. */
+  async finish(): Promise<void> {
+    await this.tasks;
+    this.throwIfFailed();
+  }
+
+  /** Packets each member's loss rule dropped, or undefined without loss. */
+  async kernelDrops(): Promise<number[] | undefined> {
+    if (this.plan.lossPercent <= 0 || !this.topology) return undefined;
+    const topology = this.topology;
+    return Promise.all(topology.members.map((member) => topology.lossDrops(member.index)));
+  }
+
+  /** Cancels what has not happened yet and waits for steps in progress. Idempotent. */
+  async close(): Promise<void> {
+    this.observing = false;
+    this.abort.abort();
+    await this.tasks;
+  }
+}
+
+function sleepFor(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+  });
 }
 
 function round(value: number | null): number | null {
