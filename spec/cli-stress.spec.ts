@@ -1,16 +1,12 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { StressResult } from '../lib/cli/report.js';
 import { convergenceTime, judge, majorityDigest, memberName } from '../lib/cli/stress.js';
 import { drawKey, drawOp, drawPause, type OpKind, seededRandom } from '../lib/cli/stress-member.js';
-
-const MAIN = fileURLToPath(new URL('../lib/cli/main.ts', import.meta.url));
+import { runCli } from './helpers/cli.js';
 
 const v = (crc: string, tsm: number) => ({ crc, tsm });
 
@@ -175,80 +171,6 @@ describe("the seed's workload", () => {
 });
 
 // ------------------------------------------------------------------------------------------------
-
-/** Processes (other than this one) whose environment holds `marker`. */
-function processesWith(marker: string): number[] {
-  const found: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/environ`, 'latin1').includes(marker)) found.push(Number(entry));
-    } catch {
-      // gone, or not ours to read
-    }
-  }
-  return found;
-}
-
-async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-/** Runs the mccache command to completion (or the deadline); kills it and its members in the end. */
-async function runCli(
-  argv: string[],
-  timeoutMs: number,
-): Promise<{ code: number | null; stdout: string; stderr: string; leftovers: number[] }> {
-  const marker = `CLI_SPEC_MARK=${randomUUID()}`;
-  const [name, value] = marker.split('=') as [string, string];
-  let child: ChildProcess | undefined;
-  try {
-    child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...argv], {
-      env: { ...process.env, [name]: value },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      stdout += text;
-    });
-    child.stderr!.setEncoding('utf8').on('data', (text: string) => {
-      stderr += text;
-    });
-    const code = await new Promise<number | null>((resolve, reject) => {
-      const timer = setTimeout(
-        () =>
-          reject(new Error(`mccache ${argv[0]} did not finish in ${timeoutMs} ms:\n${stdout}\n${stderr}`)),
-        timeoutMs,
-      );
-      child!.on('exit', (exitCode) => {
-        clearTimeout(timer);
-        resolve(exitCode);
-      });
-    });
-    // The command waits for its members, so none may remain; allow a moment for the kernel to reap.
-    let leftovers: number[] = [];
-    try {
-      await until(() => (leftovers = processesWith(marker)).length === 0, 5000, 'members to exit');
-    } catch {
-      // reported through `leftovers`
-    }
-    return { code, stdout, stderr, leftovers };
-  } finally {
-    child?.kill('SIGKILL');
-    for (const pid of processesWith(marker)) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  }
-}
 
 describe('mccache stress on real processes', () => {
   test('a short run with a small tantrum PASSes and writes a consistent report', async () => {

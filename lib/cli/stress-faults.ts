@@ -70,8 +70,8 @@ export async function requireNetns(lossPercent: number): Promise<void> {
   const support = await netnsSupport();
   if (!support.available) {
     throw new Error(
-      `--netns cannot run here: ${support.reason}. Run it as root (CI runs as root), or drop --netns ` +
-        '(and --loss and --partition, which need it)',
+      `--netns cannot run here: ${support.reason}. Without --netns (and --loss and --partition, which ` +
+        'need it), stress runs its members on loopback',
     );
   }
   if (lossPercent > 0) {
