@@ -37,6 +37,7 @@ import type {
 
 const PROJECT_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = fileURLToPath(new URL('./fixtures/netns-member.ts', import.meta.url));
+const HOLDER = fileURLToPath(new URL('./fixtures/netns-holder.ts', import.meta.url));
 
 const SECONDS = Number(process.env.TEST_NETNS_SECONDS ?? 5);
 const FUZZ_DATAGRAMS = Number(process.env.TEST_NETNS_FUZZ ?? 100_000);
@@ -315,6 +316,49 @@ describe('mccache between network namespaces', { skip: support.available ? false
     assert.equal(await exited, 'SIGKILL');
     assert.deepEqual(await topology.existingNamespaces(), []);
   });
+
+  // Ctrl-C reaches the whole process group: under tsx the supervisor relays the signal again and
+  // SIGKILLs its child unless the child's event loop acknowledges it within milliseconds.
+  for (const [how, signal] of [
+    ['a Ctrl-C to the process group under npx tsx', 'SIGINT'],
+    ['SIGTERM to the process alone', 'SIGTERM'],
+  ] as const) {
+    test(`${how} still deletes every namespace`, async () => {
+      // `npx tsx ...` as in the README's commands: npm, a shell, tsx and node in one process group.
+      const argv =
+        signal === 'SIGINT' ? ['npx', 'tsx', HOLDER] : [process.execPath, '--import', 'tsx', HOLDER];
+      const holder = spawn(argv[0]!, argv.slice(1), {
+        cwd: PROJECT_ROOT,
+        detached: true,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      const exited = new Promise((resolve) => holder.once('exit', (code, sig) => resolve(sig ?? code)));
+      try {
+        let printed = '';
+        holder.stdout!.setEncoding('utf8').on('data', (text: string) => {
+          printed += text;
+        });
+        const { value: runId } = await waitFor(
+          async () => /^(\S+)\n/.exec(printed)?.[1],
+          SETUP_DEADLINE_MS,
+          'the topology to be built',
+        );
+        const ours = () =>
+          execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+            .split('\n')
+            .filter((line) => line.startsWith(`${runId}-`));
+        assert.equal(ours().length, 6);
+        if (signal === 'SIGINT') process.kill(-holder.pid!, signal);
+        else holder.kill(signal);
+        assert.ok((await exited) !== null, 'the process ended');
+        assert.deepEqual(ours(), [], 'no namespace is left');
+      } finally {
+        try {
+          process.kill(-holder.pid!, 'SIGKILL');
+        } catch {}
+      }
+    });
+  }
 
   test('a later run sweeps the namespaces of a run whose process is gone, and only those', async () => {
     // A pid that certainly belonged to a process that has exited.

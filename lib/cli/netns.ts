@@ -84,18 +84,6 @@ function run(command: readonly string[]): Promise<string> {
   });
 }
 
-function runSync(command: readonly string[]): string {
-  try {
-    return execFileSync(command[0]!, command.slice(1), {
-      encoding: 'utf8',
-      timeout: 30_000,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-  } catch (error) {
-    throw new NetnsCommandError(command, String((error as { stderr?: unknown }).stderr ?? ''), error);
-  }
-}
-
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -187,17 +175,20 @@ async function killNamespaceProcesses(namespace: string): Promise<void> {
   }
 }
 
-function killNamespaceProcessesSync(namespace: string): void {
-  let out = '';
+/**
+ * Runs `ip` commands from one process (`ip -force -batch -`): fast enough for an exit hook. Returns
+ * what they printed, even when one of them failed.
+ */
+function ipBatchSync(commands: readonly string[]): string {
   try {
-    out = runSync(['ip', 'netns', 'pids', namespace]);
-  } catch {}
-  for (const pid of out.split(/\s+/).filter(Boolean).map(Number)) {
-    if (pid !== process.pid) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {}
-    }
+    return execFileSync('ip', ['-force', '-batch', '-'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+      input: `${commands.join('\n')}\n`,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+  } catch (error) {
+    return String((error as { stdout?: unknown }).stdout ?? '');
   }
 }
 
@@ -209,11 +200,18 @@ function destroyAllSync(): void {
   for (const topology of [...live]) topology.destroySync();
 }
 
+/**
+ * Destroys every live topology, asynchronously: the process keeps answering signals meanwhile. That
+ * matters under a supervisor such as tsx, which SIGKILLs its child when a relayed signal is not
+ * acknowledged within a few milliseconds (a Ctrl-C reaches both), which a synchronous clean-up
+ * would block. Whoever exits first, the exit hook finishes what is left.
+ */
 function onSignal(signal: NodeJS.Signals): void {
-  destroyAllSync();
-  uninstallHooks();
-  // Keep the default meaning of the signal unless someone else handles it.
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  void Promise.all([...live].map((topology) => topology.destroy())).finally(() => {
+    uninstallHooks();
+    // Keep the default meaning of the signal unless someone else handles it.
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  });
 }
 
 function installHooks(): void {
@@ -267,6 +265,7 @@ export class NetnsTopology {
   private readonly partitioned = new Set<number>();
   private readonly lossReady = new Set<number>();
   private destroyed = false;
+  private destroying: Promise<void> | undefined;
 
   private constructor(runId: string, subnet: string, memberCount: number) {
     this.runId = runId;
@@ -475,32 +474,50 @@ export class NetnsTopology {
     return this.partitioned.has(index);
   }
 
-  /** Kills every tracked process and deletes every namespace (and with them every interface). */
-  async destroy(): Promise<void> {
-    if (this.destroyed) return;
+  /**
+   * Kills every tracked process and deletes every namespace (and with them every interface).
+   * Calls made while it runs share its promise.
+   */
+  destroy(): Promise<void> {
+    this.destroying ??= this.tearDown();
+    return this.destroying;
+  }
+
+  private async tearDown(): Promise<void> {
     this.destroyed = true;
     await Promise.all([...this.children.values()].map((child) => killAndWait(child, 'SIGKILL')));
-    for (const name of [...this.created].reverse()) {
+    // Last created first; each name leaves the list once deleted, so destroySync can finish the rest.
+    for (let name = this.created.at(-1); name !== undefined; name = this.created.at(-1)) {
       await killNamespaceProcesses(name);
       await run(['ip', 'netns', 'del', name]).catch(() => {});
+      if (this.created.at(-1) === name) this.created.pop();
     }
     this.forget();
   }
 
-  /** {@link destroy} without waiting on the event loop, for exit hooks. */
+  /**
+   * {@link destroy} without waiting on the event loop, for exit hooks: it also finishes a destroy
+   * in progress. Two `ip` processes in all (one lists the pids, one deletes the namespaces).
+   */
   destroySync(): void {
-    if (this.destroyed) return;
     this.destroyed = true;
     for (const child of this.children.values()) {
       try {
         child.kill('SIGKILL');
       } catch {}
     }
-    for (const name of [...this.created].reverse()) {
-      killNamespaceProcessesSync(name);
-      try {
-        runSync(['ip', 'netns', 'del', name]);
-      } catch {}
+    const names = [...this.created].reverse();
+    if (names.length > 0) {
+      const pids = ipBatchSync(names.map((name) => `netns pids ${name}`));
+      for (const pid of pids.split(/\s+/).filter(Boolean).map(Number)) {
+        if (pid !== process.pid) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {}
+        }
+      }
+      // A namespace deleted while a dying process is still inside goes away when that process does.
+      ipBatchSync(names.map((name) => `netns del ${name}`));
     }
     this.forget();
   }

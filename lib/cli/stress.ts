@@ -992,8 +992,9 @@ async function runOnNetwork(
   }
   const interrupt = () => {
     for (const member of members) member.kill();
-    // Exiting kills a nats-server started for the run (nats-server.ts hooks exit).
-    process.exit(130);
+    // Exiting kills a nats-server started for the run (nats-server.ts hooks exit). Namespaces are
+    // deleted first, without blocking: the process must keep answering signals meanwhile.
+    void (topology?.destroy() ?? Promise.resolve()).finally(() => process.exit(130));
   };
   process.once('SIGINT', interrupt);
   process.once('SIGTERM', interrupt);
