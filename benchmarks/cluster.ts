@@ -14,7 +14,7 @@
  */
 import { generateFernetKey } from '../lib/wire/fernet.js';
 import { describeMachine, type LatencyFigures, micros, printTable, rate, ratio } from './helpers/measure.js';
-import { startMembers, stopMembers } from './helpers/pool.js';
+import { type Member, startMembers, stopMembers } from './helpers/pool.js';
 import {
   closeRaw,
   type LatencyResult,
@@ -44,6 +44,7 @@ const BLAST_MS = QUICK ? 300 : 600;
 const REPEATS = QUICK ? 1 : 3;
 const PINGS = 2000;
 const scale = QUICK ? 0.25 : 1;
+const WARM_UP_OPS = 20_000 * scale;
 /** Ops per throughput run, sized so that each run lasts about half a second on a 2-core machine. */
 const THROUGHPUT_RUNS = [
   { label: '100 B', valueBytes: 100, count: 60_000 * scale, encrypted: false },
@@ -102,7 +103,7 @@ try {
 
   for (const processes of CLUSTER_SIZES) {
     const group = members.slice(0, processes);
-    const [writer, ...readers] = group as [(typeof members)[0], ...typeof members];
+    const [writer, ...readers] = group as [Member, ...Member[]];
     process.stderr.write(`cluster of ${processes}: raw latency...`);
 
     await openRaw(group);
@@ -114,46 +115,30 @@ try {
     });
     await closeRaw(group);
 
-    process.stderr.write(' mccache...');
+    process.stderr.write(' joining...');
+    // Both clusters settle at once: each process hosts one clear and one encrypted member.
+    const [clear, encrypted] = await Promise.all([startCluster(group), startCluster(group, [cryptoKey])]);
     const throughput = new Map<string, Ranged<ThroughputResult>>();
-    await startCluster(group);
-    await replicatedThroughput(writer, readers, 20_000 * scale, 100, 'warm-'); // JIT and sockets
-    for (const run of THROUGHPUT_RUNS.filter((r) => !r.encrypted)) {
+    for (const run of THROUGHPUT_RUNS) {
+      const cluster = run.encrypted ? encrypted : clear;
+      process.stderr.write(` ${run.label}...`);
+      if (run === THROUGHPUT_RUNS[0] || run.encrypted) {
+        await replicatedThroughput(cluster, WARM_UP_OPS, 100, 'warm-'); // JIT and sockets
+      }
       throughput.set(
         run.label,
         await median(
           REPEATS,
-          () => replicatedThroughput(writer, readers, run.count, run.valueBytes, 'k'),
+          () => replicatedThroughput(cluster, run.count, run.valueBytes, 'k'),
           (r) => r.opsPerSecond,
         ),
       );
     }
-    const latency = await replicationLatency(writer, readers, {
-      rate: LATENCY_RATE,
-      durationMs: LATENCY_MS,
-      valueBytes: 100,
-    });
-    await stopCluster(group);
-
-    process.stderr.write(' encrypted...');
-    await startCluster(group, [cryptoKey]);
-    await replicatedThroughput(writer, readers, 10_000 * scale, 100, 'warm-');
-    for (const run of THROUGHPUT_RUNS.filter((r) => r.encrypted)) {
-      throughput.set(
-        run.label,
-        await median(
-          REPEATS,
-          () => replicatedThroughput(writer, readers, run.count, run.valueBytes, 'k'),
-          (r) => r.opsPerSecond,
-        ),
-      );
-    }
-    const latencyEncrypted = await replicationLatency(writer, readers, {
-      rate: LATENCY_RATE,
-      durationMs: LATENCY_MS,
-      valueBytes: 100,
-    });
-    await stopCluster(group);
+    process.stderr.write(' latency...');
+    const pacing = { rate: LATENCY_RATE, durationMs: LATENCY_MS, valueBytes: 100 };
+    const latency = await replicationLatency(clear, pacing);
+    const latencyEncrypted = await replicationLatency(encrypted, pacing);
+    await Promise.all([stopCluster(clear), stopCluster(encrypted)]);
     process.stderr.write(' done\n');
 
     figures.push({ processes, throughput, latency, latencyEncrypted, rawLatency, pingRtt: ping.rtt });

@@ -165,14 +165,19 @@ async function readLatency(port: number): Promise<ReadFigures[]> {
 }
 
 /** Redis pub/sub fan-out: one publisher process, `subscribers` subscriber processes. */
-async function redisFanOut(port: number, publisher: Member, subscribers: Member[]): Promise<LatencyResult> {
+async function redisFanOut(
+  port: number,
+  publisher: Member,
+  subscribers: Member[],
+  durationMs: number,
+): Promise<LatencyResult> {
   const channel = `bench-${Date.now()}`;
   await Promise.all(subscribers.map((member) => member.call('redisSubscribe', { port, channel })));
   const written = await publisher.call<number>('redisPaced', {
     port,
     channel,
     rate: PACED_RATE,
-    durationMs: PACED_MS,
+    durationMs,
     bytes: VALUE_BYTES,
   });
   await allObserved(subscribers, 'redisSampleCount', written);
@@ -193,14 +198,16 @@ try {
   for (const subscribers of SUBSCRIBER_COUNTS) {
     const group = members.slice(0, subscribers + 1);
     const [writer, ...readers] = group as [Member, ...Member[]];
-    await startCluster(group);
-    const mccache = await replicationLatency(writer, readers, {
+    const cluster = await startCluster(group);
+    await replicationLatency(cluster, { rate: PACED_RATE, durationMs: 500, valueBytes: VALUE_BYTES }); // warm-up
+    const mccache = await replicationLatency(cluster, {
       rate: PACED_RATE,
       durationMs: PACED_MS,
       valueBytes: VALUE_BYTES,
     });
-    await stopCluster(group);
-    const redis = await redisFanOut(port, writer, readers);
+    await stopCluster(cluster);
+    await redisFanOut(port, writer, readers, 500); // warm-up
+    const redis = await redisFanOut(port, writer, readers, PACED_MS);
     fanOut.push({ subscribers, mccache, redis });
   }
 
@@ -245,9 +252,10 @@ try {
       fanOut
         .map(
           (f) =>
-            `to ${f.subscribers} receivers Redis pub/sub p50 is ${ratio(f.redis.p50 / f.mccache.p50)} mccache's`,
+            `to ${f.subscribers} receivers mccache p50 ${micros(f.mccache.p50)} vs Redis pub/sub ${micros(f.redis.p50)} ` +
+            `(mccache ${ratio(f.mccache.p50 / f.redis.p50)} Redis's)`,
         )
-        .join(', ') +
+        .join('; ') +
       '.',
   );
 } finally {

@@ -1,6 +1,7 @@
 /**
  * Measurements shared by cluster.ts and redis.ts, each run on member processes from pool.ts.
  */
+import { defaultTiming } from '../../lib/cluster/engine.js';
 import { type LatencyFigures, randomGroup, summarize } from './measure.js';
 import { type Member, waitFor } from './pool.js';
 
@@ -9,44 +10,93 @@ const CACHE_MAX_ENTRIES = 2 ** 22;
 const CACHE_MAX_BYTES = 2 ** 34;
 /** The SO_RCVBUF mccache asks for by default, given to raw sockets too so the comparison is fair. */
 export const RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
-const JOIN_SETTLE_MS = 800;
+/**
+ * After members meet, the engine runs anti-entropy rounds at these delays (its settleSyncMs). A round
+ * that meets a write burst compares digests that differ only because receivers lag, and repairs
+ * what was in flight anyway: measurements start once these rounds are over, as in steady state.
+ */
+const JOIN_SYNC_ROUNDS_MS = defaultTiming({ pulse: 0 }).settleSyncMs;
+const QUIET_POLL_MS = 300;
 
-/** Starts an mccache member in each process on a fresh group and waits until all see each other. */
-export async function startCluster(members: Member[], cryptoKeys: string[] = []): Promise<void> {
+/** mccache members of one cluster, one per process: the first writes, the others read. */
+export interface Cluster {
+  name: string;
+  writer: Member;
+  readers: Member[];
+  all: Member[];
+}
+
+let clusters = 0;
+
+/**
+ * Starts an mccache member in each process on a fresh group and resolves once all see each other
+ * and the join-time sync rounds are over. Several clusters may be started at once (each process
+ * then hosts one member per cluster), so that their settling overlaps.
+ */
+export async function startCluster(members: Member[], cryptoKeys: string[] = []): Promise<Cluster> {
   const { group, port } = randomGroup();
+  const cluster: Cluster = {
+    name: `cluster-${++clusters}`,
+    writer: members[0]!,
+    readers: members.slice(1),
+    all: members,
+  };
+  const args = { cluster: cluster.name };
   await Promise.all(
     members.map((member) =>
       member.call('mcStart', {
+        ...args,
         group,
         port,
         cryptoKeys,
-        cacheName: 'bench',
         max: CACHE_MAX_ENTRIES,
         size: CACHE_MAX_BYTES,
       }),
     ),
   );
   await waitFor('members to see each other', async () => {
-    const seen = await Promise.all(members.map((member) => member.call<number>('mcMembers')));
+    const seen = await Promise.all(members.map((member) => member.call<number>('mcMembers', args)));
     return seen.every((count) => count === members.length - 1);
   });
-  // A member that meets another starts an anti-entropy round one heartbeat (200 ms) later and
-  // repeats NEW for 1.6 s: let that settle so that no sync round overlaps a measurement.
-  await new Promise((resolve) => setTimeout(resolve, JOIN_SETTLE_MS));
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, ...JOIN_SYNC_ROUNDS_MS) + QUIET_POLL_MS));
+  await untilQuiet(cluster);
+  return cluster;
 }
 
-export async function stopCluster(members: Member[]): Promise<void> {
-  await Promise.all(members.map((member) => member.call('mcStop')));
+/** Waits until no member syncs, repairs or retransmits between two polls and nothing is pending. */
+async function untilQuiet(cluster: Cluster): Promise<void> {
+  const args = { cluster: cluster.name };
+  const activity = () =>
+    Promise.all(cluster.all.map((m) => m.call<{ repairs: number; quiescent: boolean }>('mcActivity', args)));
+  let before = await activity();
+  await waitFor(
+    'the cluster to be quiet',
+    async () => {
+      await new Promise((resolve) => setTimeout(resolve, QUIET_POLL_MS));
+      const now = await activity();
+      const quiet = now.every((a, i) => a.quiescent && a.repairs === before[i]!.repairs);
+      before = now;
+      return quiet;
+    },
+    30_000,
+  );
+}
+
+export async function stopCluster(cluster: Cluster): Promise<void> {
+  await Promise.all(cluster.all.map((member) => member.call('mcStop', { cluster: cluster.name })));
 }
 
 /** Clears the benchmark cache everywhere and waits until every member holds nothing. */
-async function clearEverywhere(writer: Member, readers: Member[]): Promise<void> {
-  await writer.call('mcClear');
+async function clearEverywhere(cluster: Cluster): Promise<void> {
+  const args = { cluster: cluster.name };
+  await cluster.writer.call('mcClear', args);
   await waitFor(
     'the cache to be cleared everywhere',
     async () => {
-      const counts = await Promise.all([writer, ...readers].map((member) => member.call<number>('mcCount')));
-      return counts.every((count) => count === 0) && (await writer.call<boolean>('mcQuiescent'));
+      const counts = await Promise.all(cluster.all.map((member) => member.call<number>('mcCount', args)));
+      return (
+        counts.every((count) => count === 0) && (await cluster.writer.call<boolean>('mcQuiescent', args))
+      );
     },
     30_000,
   );
@@ -79,24 +129,26 @@ interface ClusterCounters {
  * it has applied all of them. The clock is CLOCK_MONOTONIC, shared by every process on the host.
  */
 export async function replicatedThroughput(
-  writer: Member,
-  readers: Member[],
+  cluster: Cluster,
   count: number,
   valueBytes: number,
   prefix: string,
 ): Promise<ThroughputResult> {
-  await Promise.all(readers.map((reader) => reader.call('mcArm')));
-  const before = await writer.call<ClusterCounters>('mcMetrics');
+  const { writer, readers } = cluster;
+  const args = { cluster: cluster.name };
+  await Promise.all(readers.map((reader) => reader.call('mcArm', args)));
+  const before = await writer.call<ClusterCounters>('mcMetrics', args);
   const completions = readers.map((reader) =>
     reader.call<{ applied: number; doneMs: number; cpuMicros: number }>(
       'mcAwait',
-      { count, timeoutMs: 30_000 },
+      { ...args, count, timeoutMs: 30_000 },
       40_000,
     ),
   );
   const written = await writer.call<{ startMs: number; writtenMs: number; cpuStart: NodeJS.CpuUsage }>(
     'mcWrite',
     {
+      ...args,
       prefix,
       count,
       valueBytes,
@@ -106,7 +158,7 @@ export async function replicatedThroughput(
   );
   const done = await Promise.all(completions);
   const writerCpu = await writer.call<number>('mcCpuSince', written.cpuStart);
-  const after = await writer.call<ClusterCounters>('mcMetrics');
+  const after = await writer.call<ClusterCounters>('mcMetrics', args);
   const lastMs = Math.max(...done.map((d) => d.doneMs));
   const datagramsSent = after.datagramsSent - before.datagramsSent;
   const result: ThroughputResult = {
@@ -120,7 +172,7 @@ export async function replicatedThroughput(
     writerCpuPerOp: writerCpu / count,
     readerCpuPerOp: done.reduce((sum, d) => sum + d.cpuMicros, 0) / done.length / count,
   };
-  await clearEverywhere(writer, readers);
+  await clearEverywhere(cluster);
   return result;
 }
 
@@ -132,10 +184,11 @@ export async function allObserved(
   receivers: Member[],
   countCommand: string,
   expected: number,
+  args?: unknown,
 ): Promise<void> {
   const deadline = Date.now() + STRAGGLER_MS;
   while (Date.now() < deadline) {
-    const counts = await Promise.all(receivers.map((receiver) => receiver.call<number>(countCommand)));
+    const counts = await Promise.all(receivers.map((receiver) => receiver.call<number>(countCommand, args)));
     if (counts.every((count) => count >= expected)) return;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
@@ -156,17 +209,19 @@ const LATENCY_KEYS = 10_000;
  * inside the apply of each remote update, where the reader subtracts the stamp from its own clock.
  */
 export async function replicationLatency(
-  writer: Member,
-  readers: Member[],
+  cluster: Cluster,
   options: { rate: number; durationMs: number; valueBytes: number },
 ): Promise<LatencyResult> {
+  const { writer, readers } = cluster;
+  const args = { cluster: cluster.name };
   const prefix = 'latency-';
   // Insert the key set and let every reader hold and read it.
-  await Promise.all(readers.map((reader) => reader.call('mcArm')));
+  await Promise.all(readers.map((reader) => reader.call('mcArm', args)));
   const inserted = readers.map((reader) =>
-    reader.call('mcAwait', { count: LATENCY_KEYS, timeoutMs: 10_000 }),
+    reader.call('mcAwait', { ...args, count: LATENCY_KEYS, timeoutMs: 10_000 }),
   );
   await writer.call('mcWrite', {
+    ...args,
     prefix,
     count: LATENCY_KEYS,
     valueBytes: options.valueBytes,
@@ -175,14 +230,17 @@ export async function replicationLatency(
   });
   await Promise.all(inserted);
   const watched = await Promise.all(
-    readers.map((reader) => reader.call<number>('mcWatch', { prefix, keys: LATENCY_KEYS })),
+    readers.map((reader) => reader.call<number>('mcWatch', { ...args, prefix, keys: LATENCY_KEYS })),
   );
   if (watched.some((present) => present !== LATENCY_KEYS))
     throw new Error(`latency key set incomplete: ${watched}`);
-  const written = await writer.call<number>('mcPaced', { prefix, keys: LATENCY_KEYS, ...options });
-  await allObserved(readers, 'mcSampleCount', written);
-  const samples = (await Promise.all(readers.map((reader) => reader.call<number[]>('mcCollect')))).flat();
-  await clearEverywhere(writer, readers);
+  await untilQuiet(cluster);
+  const written = await writer.call<number>('mcPaced', { ...args, prefix, keys: LATENCY_KEYS, ...options });
+  await allObserved(readers, 'mcSampleCount', written, args);
+  const samples = (
+    await Promise.all(readers.map((reader) => reader.call<number[]>('mcCollect', args)))
+  ).flat();
+  await clearEverywhere(cluster);
   return { ...summarize(samples), written, missing: written * readers.length - samples.length };
 }
 

@@ -14,15 +14,19 @@ import { monotonicMs, paced, padding, stampedValue, stampOf } from './measure.js
 type Handler = (args: any) => unknown;
 
 // -------------------------------------------------------------------------------------------------
-// mccache member
+// mccache members: one per cluster name, so that a clear and an encrypted cluster can settle at once
 
-let node: McCacheNode | undefined;
-let cache: Cache<string> | undefined;
-let store: CacheStore | undefined;
-/** One-way latencies (ms) observed by the cache callback since the last collect. */
-let mcSamples: number[] = [];
-let appliedBaseline = 0;
-let cpuBaseline = process.cpuUsage();
+interface Membership {
+  node: McCacheNode;
+  cache: Cache<string>;
+  store: CacheStore;
+  /** One-way latencies (ms) observed by the cache callback since the last collect. */
+  samples: number[];
+  appliedBaseline: number;
+  cpuBaseline: NodeJS.CpuUsage;
+}
+
+const memberships = new Map<string, Membership>();
 
 /** CPU microseconds (user + system) this process used since `since`. */
 function cpuMicrosSince(since: NodeJS.CpuUsage): number {
@@ -30,31 +34,28 @@ function cpuMicrosSince(since: NodeJS.CpuUsage): number {
   return used.user + used.system;
 }
 
-function requireNode(): { node: McCacheNode; cache: Cache<string>; store: CacheStore } {
-  if (!node || !cache || !store) throw new Error('no mccache member: send mcStart first');
-  return { node, cache, store };
-}
-
-function remoteApplied(): number {
-  return requireNode().store.counters().remoteApplied;
+function membership(args: { cluster: string }): Membership {
+  const found = memberships.get(args.cluster);
+  if (!found) throw new Error(`not a member of cluster ${args.cluster}: send mcStart first`);
+  return found;
 }
 
 async function mcStart(args: {
+  cluster: string;
   group: string;
   port: number;
   cryptoKeys: string[];
-  cacheName: string;
   max: number;
   size: number;
 }): Promise<string> {
-  if (node) await node.shutdown();
-  node = createNode({
+  await memberships.get(args.cluster)?.node.shutdown();
+  const node = createNode({
     settings: {
       multicastIp: args.group,
       multicastPort: args.port,
       multicastIf: '127.0.0.1',
       cryptoKeys: args.cryptoKeys,
-      // No anti-entropy pulse during a run: it would add traffic the measurement does not ask for.
+      // No periodic anti-entropy pulse: it would add traffic the measurement does not ask for.
       pulse: 0,
       max: args.max,
       size: args.size,
@@ -67,42 +68,63 @@ async function mcStart(args: {
   await node.ready();
   // The callback fires synchronously inside the apply of a remote update to a key this member has
   // read within callbackWin: that is the moment the new value becomes visible here.
-  cache = node.getCache<string>(args.cacheName, {
+  const cache = node.getCache<string>('bench', {
     callbackWin: 3600,
     callback: (context) => {
       if (context.type !== 'update') return;
       const now = monotonicMs();
-      mcSamples.push(now - stampOf(store!.peek(context.key)));
+      state.samples.push(now - stampOf(state.store.peek(context.key)));
     },
   });
-  store = node.getStore(args.cacheName);
+  const state: Membership = {
+    node,
+    cache,
+    store: node.getStore('bench')!,
+    samples: [],
+    appliedBaseline: 0,
+    cpuBaseline: process.cpuUsage(),
+  };
+  memberships.set(args.cluster, state);
   return node.id;
+}
+
+interface ClusterArgs {
+  cluster: string;
 }
 
 const mcHandlers: Record<string, Handler> = {
   mcStart,
-  mcMembers: () => requireNode().node.engine.memberIds().length,
-  mcStop: async () => {
-    await node?.shutdown();
-    node = undefined;
-    cache = undefined;
-    store = undefined;
+  mcMembers: (args: ClusterArgs) => membership(args).node.engine.memberIds().length,
+  mcStop: async (args: ClusterArgs) => {
+    await memberships.get(args.cluster)?.node.shutdown();
+    memberships.delete(args.cluster);
   },
-  /** Records the applied count, so that mcAwait counts from here. */
-  mcArm: () => {
-    appliedBaseline = remoteApplied();
-    cpuBaseline = process.cpuUsage();
-    return appliedBaseline;
+  /** Counters that move only while members sync, repair or hold something back. */
+  mcActivity: (args: ClusterArgs) => {
+    const { node } = membership(args);
+    const c = node.engine.counters;
+    return {
+      repairs: c.syncsSent + c.repairsPushed + c.repairsRequested + c.retransmits + c.naksSent,
+      quiescent: node.engine.quiescent,
+    };
+  },
+  /** Records the applied count and CPU use, so that mcAwait counts from here. */
+  mcArm: (args: ClusterArgs) => {
+    const m = membership(args);
+    m.appliedBaseline = m.store.counters().remoteApplied;
+    m.cpuBaseline = process.cpuUsage();
+    return m.appliedBaseline;
   },
   /** Resolves when `count` more remote changes were applied (or at the deadline) with the time. */
-  mcAwait: (args: { count: number; timeoutMs: number }) =>
+  mcAwait: (args: ClusterArgs & { count: number; timeoutMs: number }) =>
     new Promise((resolve) => {
+      const m = membership(args);
       const deadline = monotonicMs() + args.timeoutMs;
       const poll = () => {
-        const applied = remoteApplied() - appliedBaseline;
+        const applied = m.store.counters().remoteApplied - m.appliedBaseline;
         const now = monotonicMs();
         if (applied >= args.count || now > deadline) {
-          resolve({ applied, doneMs: now, cpuMicros: cpuMicrosSince(cpuBaseline) });
+          resolve({ applied, doneMs: now, cpuMicros: cpuMicrosSince(m.cpuBaseline) });
         } else setTimeout(poll, 1);
       };
       poll();
@@ -111,9 +133,17 @@ const mcHandlers: Record<string, Handler> = {
    * Writes `count` distinct keys as fast as the engine absorbs them: bursts between event-loop turns,
    * holding back while the engine's queue is over `queueLimit`.
    */
-  mcWrite: (args: { prefix: string; count: number; valueBytes: number; burst: number; queueLimit: number }) =>
+  mcWrite: (
+    args: ClusterArgs & {
+      prefix: string;
+      count: number;
+      valueBytes: number;
+      burst: number;
+      queueLimit: number;
+    },
+  ) =>
     new Promise((resolve) => {
-      const { node, cache } = requireNode();
+      const { node, cache } = membership(args);
       const value = padding(args.valueBytes);
       const startMs = monotonicMs();
       const cpuStart = process.cpuUsage();
@@ -129,39 +159,42 @@ const mcHandlers: Record<string, Handler> = {
       step();
     }),
   /** Reads every key of the latency set, so that the callback fires when a remote update lands. */
-  mcWatch: (args: { prefix: string; keys: number }) => {
-    const { cache } = requireNode();
+  mcWatch: (args: ClusterArgs & { prefix: string; keys: number }) => {
+    const m = membership(args);
     let present = 0;
-    for (let i = 0; i < args.keys; i++) if (cache[`${args.prefix}${i}`] !== undefined) present++;
-    mcSamples = [];
+    for (let i = 0; i < args.keys; i++) if (m.cache[`${args.prefix}${i}`] !== undefined) present++;
+    m.samples.length = 0;
     return present;
   },
   /** Writes `rate` updates per second over the latency key set, each value stamped at write time. */
-  mcPaced: async (args: {
-    prefix: string;
-    keys: number;
-    rate: number;
-    durationMs: number;
-    valueBytes: number;
-  }) => {
-    const { cache } = requireNode();
+  mcPaced: async (
+    args: ClusterArgs & {
+      prefix: string;
+      keys: number;
+      rate: number;
+      durationMs: number;
+      valueBytes: number;
+    },
+  ) => {
+    const { cache } = membership(args);
     const pad = padding(args.valueBytes);
     return paced(args.rate, args.durationMs, (i) => {
       cache[`${args.prefix}${i % args.keys}`] = stampedValue(monotonicMs(), pad);
     });
   },
-  mcSampleCount: () => mcSamples.length,
-  mcCollect: () => {
-    const samples = mcSamples.map((ms) => Math.round(ms * 1000) / 1000);
-    mcSamples = [];
+  mcSampleCount: (args: ClusterArgs) => membership(args).samples.length,
+  mcCollect: (args: ClusterArgs) => {
+    const m = membership(args);
+    const samples = m.samples.map((ms) => Math.round(ms * 1000) / 1000);
+    m.samples.length = 0;
     return samples;
   },
-  mcClear: () => requireNode().node.clearCache(requireNode().store.name),
-  mcCount: () => requireNode().store.count,
-  mcQuiescent: () => requireNode().node.engine.quiescent,
+  mcClear: (args: ClusterArgs) => membership(args).node.clearCache('bench'),
+  mcCount: (args: ClusterArgs) => membership(args).store.count,
+  mcQuiescent: (args: ClusterArgs) => membership(args).node.engine.quiescent,
   /** CPU used since `since` (a process.cpuUsage() taken earlier in this process), in microseconds. */
   mcCpuSince: (since: NodeJS.CpuUsage) => cpuMicrosSince(since),
-  mcMetrics: () => requireNode().node.getLocalMetrics().cluster,
+  mcMetrics: (args: ClusterArgs) => membership(args).node.getLocalMetrics().cluster,
 };
 
 // -------------------------------------------------------------------------------------------------
@@ -362,7 +395,7 @@ const handlers: Record<string, Handler> = {
   ...rawHandlers,
   ...redisHandlers,
   exit: async () => {
-    await node?.shutdown();
+    await Promise.all([...memberships.values()].map((m) => m.node.shutdown()));
     setImmediate(() => process.exit(0));
   },
 };
