@@ -8,6 +8,10 @@
  * checksums equal and stable) and compares every member's full checksum: PASS iff every member
  * holds exactly the same keys with the same versions. It prints a summary table and writes
  * result.json and report.html.
+ *
+ * With --netns each member runs in a network namespace of its own (netns.ts), where the run can
+ * inject real kernel loss and a partition; --kill crashes one member and restarts it in its slot as
+ * a new node (stress-faults.ts plans the faults, the FaultInjector below carries them out).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
