@@ -109,7 +109,8 @@ describe('mccache stress --netns on real namespaces', { skip }, () => {
       assert.ok(lossSet.t <= 0, 'loss is set before the load starts');
       assert.equal(partition.member, 'C');
       assert.ok(partition.t >= 2000, `partition at ${partition.t} ms`);
-      assert.ok(heal.t >= partition.t + 2000, 'healed after the partition’s length');
+      // Planned at a third of the 6 s load, for 2 s (each time is taken once the link has changed).
+      assert.ok(heal.t >= 2000 + 2000, `healed at ${heal.t} ms`);
       assert.equal(kill.member, 'B');
       assert.ok(kill.t >= 3000, `kill at ${kill.t} ms`);
       assert.equal(restart.member, 'B');
