@@ -454,11 +454,13 @@ export function lineChart(options: {
     `<text x="${left + plotW / 2}" y="${height - 6}" text-anchor="middle">${escapeHtml(options.xLabel)}</text>`,
     `<text transform="translate(14 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">${escapeHtml(options.yLabel)}</text>`,
   );
-  for (const marker of options.markers ?? []) {
+  for (const [i, marker] of (options.markers ?? []).entries()) {
     if (tx(marker.x) < xMin || tx(marker.x) > xMax) continue;
+    // Labels of nearby markers (a heal and a kill at once) go on different lines.
+    const labelY = top + 12 + (i % 3) * 13;
     parts.push(
       `<line x1="${sx(marker.x).toFixed(1)}" x2="${sx(marker.x).toFixed(1)}" y1="${top}" y2="${top + plotH}" class="marker"/>`,
-      `<text x="${(sx(marker.x) - 4).toFixed(1)}" y="${top + 12}" text-anchor="end" class="marker-label">${escapeHtml(marker.label)}</text>`,
+      `<text x="${(sx(marker.x) - 4).toFixed(1)}" y="${labelY}" text-anchor="end" class="marker-label">${escapeHtml(marker.label)}</text>`,
     );
   }
   options.series.forEach((series, i) => {
