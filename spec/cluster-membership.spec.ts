@@ -107,6 +107,22 @@ describe('membership', () => {
       await cluster.shutdown();
     }
   });
+  test('state transfer is not counted as replication latency; first-hand writes are', async () => {
+    const cluster = await started({ members: 1, seed: 44 });
+    cluster.nodes[0]!.getCache('c').old = 1;
+    cluster.run(3000);
+    const newcomer = cluster.addNode();
+    await newcomer.ready();
+    cluster.run(1500);
+    assert.equal(newcomer.getCache('c').old, 1);
+    assert.equal(newcomer.getLocalMetrics().cluster.latencyMs.count, 0);
+    cluster.nodes[0]!.getCache('c').fresh = 2;
+    cluster.run(50);
+    const latency = newcomer.getLocalMetrics().cluster.latencyMs;
+    assert.equal(latency.count, 1);
+    assert.ok(latency.max < 50, `a first-hand write arrives within the run step, got ${latency.max} ms`);
+    await cluster.shutdown();
+  });
 });
 
 describe('partitions', () => {

@@ -172,6 +172,8 @@ export interface EngineCounters {
 
 interface Member {
   id: number;
+  /** Wall-clock ms of first contact (of this incarnation of our view of it). */
+  firstHeard: number;
   lastHeard: number;
   /** What we have of its DATA stream; created at first contact. */
   window: ReceiveWindow | undefined;
@@ -692,6 +694,7 @@ export class ClusterEngine implements ReplicationSink {
     if (this.members.size >= this.limits.maxMembers) return undefined;
     const member: Member = {
       id,
+      firstHeard: this.options.clock.now(),
       lastHeard: this.options.clock.now(),
       window: undefined,
       controlHighest: 0,
@@ -798,8 +801,11 @@ export class ClusterEngine implements ReplicationSink {
       crc: hasValue ? entry.crc : undefined,
       encoded: hasValue ? entry.value : undefined,
     });
-    if (outcome === ApplyOutcome.Applied && entry.writer === member.id) {
-      this.latency.record(this.options.clock.now() - hlcToMillis(entry.tsm));
+    // Replication latency of first-hand writes only: not state transfer of writes older than our
+    // contact with their writer.
+    const writtenAt = hlcToMillis(entry.tsm);
+    if (outcome === ApplyOutcome.Applied && entry.writer === member.id && writtenAt >= member.firstHeard) {
+      this.latency.record(this.options.clock.now() - writtenAt);
     }
   }
 
