@@ -12,108 +12,24 @@ import { generateFernetKey } from '../lib/wire/fernet.js';
 import { FRAME_MAGIC, PREFIX_BYTES, peekSender } from '../lib/wire/frame.js';
 import type { MemberMetrics, MemberOp } from './fixtures/udp-member.js';
 import {
-  checksumDifferences,
+  assertHoldsWhatWasWritten,
   closeWarmProcesses,
-  commonChecksum,
+  converged,
   LOOPBACK,
   type MemberProcess,
   type MemberSpec,
   ProcessCluster,
+  WriteLog,
   waitFor,
   waitForMembers,
+  writeConcurrently,
 } from './helpers/processes.js';
 
 /** Members may take a while to start when other tests run alongside (tsx compiles on start). */
 const MEMBERS_DEADLINE_MS = 5000;
 
-/** Everything written during a test, to check that members hold only what someone wrote. */
-class WriteLog {
-  /** key -> every value written to it, as JSON. */
-  private readonly written = new Map<string, Set<string>>();
-  /** key -> the last op of its only writer (private keys). */
-  readonly lastOfPrivate = new Map<string, MemberOp>();
-
-  note(op: MemberOp, isPrivate: boolean): void {
-    if ('value' in op) {
-      let values = this.written.get(op.key);
-      if (!values) this.written.set(op.key, (values = new Set()));
-      values.add(JSON.stringify(op.value));
-    }
-    if (isPrivate) this.lastOfPrivate.set(op.key, op);
-  }
-
-  /** Entries (key -> value) that nobody wrote. */
-  foreign(entries: Record<string, unknown>): string[] {
-    return Object.entries(entries)
-      .filter(([key, value]) => !this.written.get(key)?.has(JSON.stringify(value)))
-      .map(([key]) => key);
-  }
-}
-
-/**
- * Seeded ops for member `name`: writes (strings, numbers, objects) and deletes, mostly on keys every
- * member uses, the rest on keys only this member writes (so their final state is known exactly).
- */
-function workload(name: string, seed: number, count: number, log: WriteLog, sharedKeys = 60): MemberOp[] {
-  const random = mulberry32(seed);
-  const ops: MemberOp[] = [];
-  for (let i = 0; i < count; i++) {
-    const isPrivate = random() < 0.3;
-    const key = isPrivate
-      ? `${name}-own-${Math.floor(random() * 20)}`
-      : `shared-${Math.floor(random() * sharedKeys)}`;
-    const pick = random();
-    let op: MemberOp;
-    if (pick < 0.25) op = { key };
-    else if (pick < 0.5) op = { key, value: `${name}#${i}` };
-    else if (pick < 0.75) op = { key, value: i * 1000 + seed };
-    else op = { key, value: { by: name, i, tags: [seed, i % 7] } };
-    log.note(op, isPrivate);
-    ops.push(op);
-  }
-  return ops;
-}
-
-/** Waits until every member holds the same checksum; fails listing the differing keys. */
-async function converged(
-  members: MemberProcess[],
-  deadlineMs: number,
-): Promise<Record<string, { crc: string; tsm: number }>> {
-  return waitFor(
-    () => commonChecksum(members),
-    deadlineMs,
-    `identical checksums on ${members.map((m) => m.name).join(', ')}`,
-    () => checksumDifferences(members),
-  );
-}
-
-/** Checks what converged members hold against what was written, and returns the common entries. */
-async function assertHoldsWhatWasWritten(
-  members: MemberProcess[],
-  log: WriteLog,
-): Promise<Record<string, unknown>> {
-  const [first, ...others] = await Promise.all(members.map((member) => member.entries()));
-  for (const entries of others) assert.deepEqual(entries, first);
-  assert.deepEqual(log.foreign(first!), [], 'values that nobody wrote');
-  for (const [key, op] of log.lastOfPrivate) {
-    if ('value' in op) assert.deepEqual(first![key], op.value, `last write of ${key}`);
-    else assert.equal(key in first!, false, `${key} was deleted last`);
-  }
-  assert.ok(
-    Object.keys(first!).some((key) => key.startsWith('shared-')),
-    'some shared keys survive',
-  );
-  return first!;
-}
-
 function sum(metrics: MemberMetrics[], counter: string): number {
   return metrics.reduce((total, m) => total + Number(m.cluster[counter] ?? 0), 0);
-}
-
-async function writeConcurrently(members: MemberProcess[], count: number, seed: number, log: WriteLog) {
-  await Promise.all(
-    members.map((member, index) => member.apply(workload(member.name, seed + index, count, log))),
-  );
 }
 
 describe('cluster on UDP multicast (separate processes, loopback)', () => {
@@ -250,7 +166,7 @@ describe('cluster on UDP multicast (separate processes, loopback)', () => {
       });
       let round = 0;
       while (joining || round % 5 !== 0) {
-        await writeConcurrently([a!, b!], 20, 600 + 10 * round++, log);
+        await writeConcurrently([a!, b!], 20, 600 + 10 * round, log, round++);
       }
       const c = await newcomer;
 
