@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import {
   decodeEntries,
   type Entry,
+  encodeDataOpHead,
   encodeEntries,
   encodeEntry,
   encodeEntryGeneric,
@@ -375,5 +376,23 @@ describe('op entries reject hostile payloads', () => {
     assertRejected(Buffer.from([0x84, 0x13, 0x01, 0x00, 0xa1, 0x81, 0x01, 0x02]), 'shape');
     assertRejected(Buffer.from([0x84, 0x13, 0x01, 0x00, 0xa1, 0x01, 0x02]), 'shape');
     assert.ok(decodeEntries(Buffer.from([0x84, 0x13, 0x01, 0x00, 0xa1, 0x61, 0x31, 0x02])).ok);
+  });
+});
+
+describe('encodeDataOpHead', () => {
+  test('head + value is exactly encodeEntry, for writes and removals', () => {
+    const write = {
+      op: Op.UPD,
+      cache: 'users',
+      key: 'u:42',
+      tsm: 1_838_743_743_576_064,
+      writer: 0x1234_5678,
+      crc: 0xdead_beef_0bad_f00dn,
+      value: new Uint8Array([0x63, 0x61, 0x62, 0x63]),
+    } as const;
+    const head = Buffer.from(encodeDataOpHead(write));
+    assert.deepEqual(Buffer.concat([head, write.value]), Buffer.from(encodeEntry(write)));
+    const removal = { op: Op.DEL, cache: 'users', key: 'u:42', tsm: 5, writer: 9 } as const;
+    assert.deepEqual(Buffer.from(encodeDataOpHead(removal)), Buffer.from(encodeEntry(removal)));
   });
 });

@@ -22,8 +22,8 @@ import type { ClusterSettings } from '../config.js';
 import type { Log } from '../log.js';
 import type { Transport } from '../transport/transport.js';
 import { Fernet } from '../wire/fernet.js';
-import { FrameCodec, type FrameHeader, FrameKind, peekSender } from '../wire/frame.js';
-import { decodeEntries, type Entry, encodeEntry, Op } from '../wire/ops.js';
+import { FrameCodec, type FrameHeader, FrameKind, MAX_MESSAGE_BYTES, peekSender } from '../wire/frame.js';
+import { decodeEntries, type Entry, encodeDataOpHead, encodeEntry, Op } from '../wire/ops.js';
 import { Reassembly } from '../wire/reassembly.js';
 import { hash32 } from '../wire/value-codec.js';
 import { DIGEST_BUCKETS, digestOf, isNewer, type ListedVersion, versionsInBuckets } from './digest.js';
@@ -241,7 +241,9 @@ export class ClusterEngine implements ReplicationSink {
   private readonly reassembly: Reassembly;
   private readonly retransmit: RetransmitBuffer;
   private readonly lastResent = new Map<number, number>();
-  private readonly pendingByKey = new Map<string, DataEntry>();
+  /** Queued data ops, coalesced by key: cache -> key -> newest op. */
+  private readonly pendingByCache = new Map<string, Map<string, DataEntry>>();
+  private pendingCount = 0;
   private pendingOther: Entry[] = [];
   private readonly queries = new Map<number, PendingQuery>();
   private readonly timers = new Set<TimerHandle>();
@@ -400,19 +402,23 @@ export class ClusterEngine implements ReplicationSink {
   }
 
   private enqueueData(entry: DataEntry): void {
-    const slot = `${entry.cache}\u0000${entry.key}`;
-    const queued = this.pendingByKey.get(slot);
+    let byKey = this.pendingByCache.get(entry.cache);
+    if (byKey === undefined) {
+      byKey = new Map();
+      this.pendingByCache.set(entry.cache, byKey);
+    }
+    const queued = byKey.get(entry.key);
     if (queued) {
       // Coalesce: only the newest version of a key needs to go.
       if (isNewer(queued.tsm, queued.writer, entry.tsm, entry.writer)) return;
-      this.pendingByKey.set(slot, entry);
-    } else if (this.pendingByKey.size >= this.limits.maxQueuedOps) {
+    } else if (this.pendingCount >= this.limits.maxQueuedOps) {
       // Dropped ops are found and repaired by the next anti-entropy pulse.
       this.counters.queueDropped++;
       return;
     } else {
-      this.pendingByKey.set(slot, entry);
+      this.pendingCount++;
     }
+    byKey.set(entry.key, entry);
     this.scheduleFlush();
   }
 
@@ -439,22 +445,45 @@ export class ClusterEngine implements ReplicationSink {
     if (!this.started || this.closed) return;
     const { transport } = this.options;
     const budget = this.codec.maxFragmentPayload;
-    const parts: Uint8Array[] = [];
-    let partsBytes = 0;
+    // Entries are copied straight into the message being filled (no buffer per op); fragment()
+    // copies the message into frames, so one scratch message serves the whole flush.
+    const message = this.scratchMessage(budget);
+    let used = 0;
     let datagrams = 0;
     const emit = () => {
-      if (parts.length === 0) return;
-      datagrams += this.sendData(parts.length === 1 ? parts[0]! : Buffer.concat(parts, partsBytes));
-      parts.length = 0;
-      partsBytes = 0;
+      if (used === 0) return;
+      datagrams += this.sendData(message.subarray(0, used));
+      used = 0;
     };
-    const take = (entry: Entry) => {
-      const bytes = this.encodeOrCount(entry);
-      if (!bytes) return;
-      if (partsBytes + bytes.length > budget) emit();
-      parts.push(bytes);
-      partsBytes += bytes.length;
+    const append = (head: Uint8Array, tail: Uint8Array | undefined) => {
+      const size = head.length + (tail?.length ?? 0);
+      if (size > MAX_MESSAGE_BYTES) {
+        // Only a reply could be this large (values are capped below it); never throw from here.
+        this.counters.encodeErrors++;
+        this.options.log.error('an op is larger than a message can be; not sent', { bytes: size });
+        return;
+      }
+      if (size > budget) {
+        // One large op: a message of its own, fragmented.
+        emit();
+        datagrams += this.sendData(tail ? Buffer.concat([head, tail], size) : head);
+      } else {
+        if (used + size > budget) emit();
+        message.set(head, used);
+        if (tail) message.set(tail, used + head.length);
+        used += size;
+      }
       this.counters.opsSent++;
+    };
+    const takeData = (entry: DataEntry) => {
+      let head: Buffer;
+      try {
+        head = encodeDataOpHead(entry);
+      } catch (error) {
+        this.countEncodeError(entry, error);
+        return;
+      }
+      append(head, entry.op === Op.INS || entry.op === Op.UPD ? entry.value : undefined);
     };
     const busy = () =>
       !everything &&
@@ -464,15 +493,23 @@ export class ClusterEngine implements ReplicationSink {
     if (this.pendingOther.length > 0) {
       const other = this.pendingOther;
       this.pendingOther = [];
-      for (const entry of other) take(entry);
+      for (const entry of other) {
+        const bytes = this.encodeOrCount(entry);
+        if (bytes) append(bytes, undefined);
+      }
     }
-    for (const [slot, entry] of this.pendingByKey) {
+    for (const [cache, byKey] of this.pendingByCache) {
+      for (const [key, entry] of byKey) {
+        if (busy()) break;
+        byKey.delete(key);
+        this.pendingCount--;
+        takeData(entry);
+      }
+      if (byKey.size === 0) this.pendingByCache.delete(cache);
       if (busy()) break;
-      this.pendingByKey.delete(slot);
-      take(entry);
     }
     emit();
-    if (this.pendingByKey.size > 0 || this.pendingOther.length > 0) {
+    if (this.pendingCount > 0 || this.pendingOther.length > 0) {
       // Let the OS drain; a timer rather than setImmediate so a saturated socket does not spin.
       const timer = this.options.clock.setTimeout(() => {
         this.timers.delete(timer);
@@ -480,6 +517,12 @@ export class ClusterEngine implements ReplicationSink {
       }, 1);
       this.timers.add(timer);
     }
+  }
+
+  private scratch: Buffer | undefined;
+  private scratchMessage(size: number): Buffer {
+    if (!this.scratch || this.scratch.length !== size) this.scratch = Buffer.allocUnsafe(size);
+    return this.scratch;
   }
 
   /** Sends one message on the reliable DATA stream; returns the number of datagrams. */
@@ -523,10 +566,14 @@ export class ClusterEngine implements ReplicationSink {
     try {
       return encodeEntry(entry);
     } catch (error) {
-      this.counters.encodeErrors++;
-      this.options.log.error('could not encode an op', { op: entry.op, error: (error as Error).message });
+      this.countEncodeError(entry, error);
       return undefined;
     }
+  }
+
+  private countEncodeError(entry: Entry, error: unknown): void {
+    this.counters.encodeErrors++;
+    this.options.log.error('could not encode an op', { op: entry.op, error: (error as Error).message });
   }
 
   private transmit(frame: Uint8Array): void {
@@ -1164,7 +1211,7 @@ export class ClusterEngine implements ReplicationSink {
   gauges(): Record<string, number> {
     return {
       members: this.members.size,
-      queuedOps: this.pendingByKey.size + this.pendingOther.length,
+      queuedOps: this.pendingCount + this.pendingOther.length,
       retransmitFrames: this.retransmit.size,
       retransmitBytes: this.retransmit.bytes,
       retransmitEvicted: this.retransmit.stats.evicted,
@@ -1188,7 +1235,7 @@ export class ClusterEngine implements ReplicationSink {
 
   /** True when nothing is queued, in flight to the OS, or missing from any member's stream. */
   get quiescent(): boolean {
-    if (this.pendingByKey.size > 0 || this.pendingOther.length > 0) return false;
+    if (this.pendingCount > 0 || this.pendingOther.length > 0) return false;
     if (this.options.transport.pendingSends > 0) return false;
     for (const member of this.members.values()) if (member.window?.hasGaps) return false;
     return true;

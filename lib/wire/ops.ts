@@ -397,6 +397,33 @@ function encodeDataOp(entry: WriteEntry | RemoveEntry): Buffer {
 }
 
 /**
+ * The encoding of a data op without its value bytes, in a scratch buffer reused by the next call
+ * (no allocation: the engine copies it straight into the datagram it is filling). For INS/UPD the
+ * entry's full encoding is these bytes followed by `entry.value`; for DEL/EVT it is these bytes.
+ */
+export function encodeDataOpHead(entry: WriteEntry | RemoveEntry): Buffer {
+  checkDataOp(entry);
+  const writer = dataOpWriter;
+  writer.position = 0;
+  writer.reserve(64);
+  const isWrite = entry.op === Op.INS || entry.op === Op.UPD;
+  writer.buffer[writer.position++] = isWrite ? 0x87 : 0x85;
+  writer.buffer[writer.position++] = entry.op;
+  writer.text(entry.cache);
+  writer.text(entry.key);
+  writer.reserve(32);
+  writer.number(entry.tsm);
+  writer.head(0, entry.writer);
+  if (isWrite) {
+    writer.crc(entry.crc);
+    writer.head(2, entry.value.length);
+  }
+  const head = writer.buffer.subarray(0, writer.position);
+  writer.position = 0;
+  return head;
+}
+
+/**
  * Encodes one entry as a CBOR array. Concatenate the results to build a message (a CBOR sequence).
  * Throws (a programming error, never a network one) for a CHK/MTR result that is not plain data,
  * and for a data op whose tsm, writer, cache name or key is out of the range receivers accept.
