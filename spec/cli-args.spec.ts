@@ -15,6 +15,7 @@ import {
 import { DEMO_FLAGS, demoOptionsFrom } from '../lib/cli/demo.js';
 import { MONITOR_FLAGS, monitorOptionsFrom } from '../lib/cli/monitor.js';
 import { STRESS_FLAGS, type StressOptions, stressOptionsFrom } from '../lib/cli/stress.js';
+import { TSX_LOADER } from './helpers/tsx.js';
 
 const MAIN = fileURLToPath(new URL('../lib/cli/main.ts', import.meta.url));
 const NO_ENV: NodeJS.ProcessEnv = {};
@@ -480,7 +481,10 @@ describe('mccache demo and monitor arguments', () => {
 
 describe('the mccache command', () => {
   const run = (...argv: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...argv], { encoding: 'utf8', timeout: 60_000 });
+    spawnSync(process.execPath, ['--import', TSX_LOADER, MAIN, ...argv], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
 
   test('--help lists every command and every flag', () => {
     const result = run('--help');

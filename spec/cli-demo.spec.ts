@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createNode, generateFernetKey, type McCacheNode } from '../lib/index.js';
+import { TSX_LOADER } from './helpers/tsx.js';
 
 const MAIN = fileURLToPath(new URL('../lib/cli/main.ts', import.meta.url));
 
@@ -41,7 +42,7 @@ class Cli {
   code: number | null | undefined;
 
   constructor(argv: string[], cwd: string) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...argv], {
+    this.child = spawn(process.execPath, ['--import', TSX_LOADER, MAIN, ...argv], {
       cwd,
       env: { ...process.env, CLI_SPEC_MARK: this.marker },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { createLog, silentLog } from '../lib/log.js';
+import { TSX_LOADER } from './helpers/tsx.js';
 
 const folders: string[] = [];
 after(() => {
@@ -94,7 +95,7 @@ const log = createLog({ filename: ${JSON.stringify(file)}, level: 'debug', forma
 log.error('child error'); log.warn('child warn'); log.info('child info'); log.debug('child debug');
 `,
     );
-    const child = spawnSync(process.execPath, ['--import', 'tsx', script], {
+    const child = spawnSync(process.execPath, ['--import', TSX_LOADER, script], {
       encoding: 'utf8',
       timeout: 30_000,
     });

@@ -5,6 +5,7 @@ import { delimiter, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { getHops, getMtu, MissingToolError } from '../lib/netcheck.js';
+import { TSX_LOADER } from './helpers/tsx.js';
 
 const MAIN = fileURLToPath(new URL('../lib/cli/main.ts', import.meta.url));
 
@@ -33,7 +34,7 @@ async function withoutTools<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 function cli(argv: string[], env: NodeJS.ProcessEnv = process.env) {
-  return spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...argv], {
+  return spawnSync(process.execPath, ['--import', TSX_LOADER, MAIN, ...argv], {
     encoding: 'utf8',
     timeout: 60_000,
     env,

@@ -34,6 +34,7 @@ import type {
   WorkloadArgs,
   WorkloadResult,
 } from './fixtures/netns-member.js';
+import { TSX_LOADER } from './helpers/tsx.js';
 
 const PROJECT_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = fileURLToPath(new URL('./fixtures/netns-member.ts', import.meta.url));
@@ -109,7 +110,7 @@ class Member {
       ...topology.environmentFor(index),
       ...(config.cryptoKey ? { MCCACHE_CRYPTO_KEY: config.cryptoKey } : {}),
     };
-    this.child = topology.spawn(index, [process.execPath, '--expose-gc', '--import', 'tsx', FIXTURE], {
+    this.child = topology.spawn(index, [process.execPath, '--expose-gc', '--import', TSX_LOADER, FIXTURE], {
       cwd: PROJECT_ROOT,
       env,
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
@@ -326,7 +327,7 @@ describe('mccache between network namespaces', { skip: support.available ? false
     test(`${how} still deletes every namespace`, async () => {
       // `npx tsx ...` as in the README's commands: npm, a shell, tsx and node in one process group.
       const argv =
-        signal === 'SIGINT' ? ['npx', 'tsx', HOLDER] : [process.execPath, '--import', 'tsx', HOLDER];
+        signal === 'SIGINT' ? ['npx', 'tsx', HOLDER] : [process.execPath, '--import', TSX_LOADER, HOLDER];
       const holder = spawn(argv[0]!, argv.slice(1), {
         cwd: PROJECT_ROOT,
         detached: true,

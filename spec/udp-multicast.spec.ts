@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { mulberry32 } from '../lib/transport/memory-network.js';
 import { type UdpMulticastOptions, UdpMulticastTransport } from '../lib/transport/udp-multicast.js';
+import { TSX_LOADER } from './helpers/tsx.js';
 
 const LOOPBACK = '127.0.0.1';
 const PROJECT_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -135,7 +136,7 @@ describe('UdpMulticastTransport on loopback', () => {
     try {
       parent = await open(endpoint);
       const fromChild: { ready?: boolean; heard?: string }[] = [];
-      child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', childScript], {
+      child = spawn(process.execPath, ['--import', TSX_LOADER, '--input-type=module', '-e', childScript], {
         cwd: PROJECT_ROOT,
         env: { ...process.env, GROUP: endpoint.group, PORT: String(endpoint.port) },
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],

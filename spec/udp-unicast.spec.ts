@@ -5,6 +5,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ManualClock } from '../lib/clock.js';
 import { parsePeerEntry, type UdpUnicastOptions, UdpUnicastTransport } from '../lib/transport/udp-unicast.js';
+import { TSX_LOADER } from './helpers/tsx.js';
 
 async function waitFor(condition: () => boolean, what: string, deadlineMs = 10_000): Promise<void> {
   const deadline = Date.now() + deadlineMs;
@@ -376,7 +377,7 @@ describe('UdpUnicastTransport on loopback', () => {
       process.stdin.resume();
       process.stdin.on('end', () => t.close().then(() => process.exit(0)));
     `;
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    const child = spawn(process.execPath, ['--import', TSX_LOADER, '--input-type=module', '-e', script], {
       stdio: ['pipe', 'pipe', 'inherit'],
     });
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));

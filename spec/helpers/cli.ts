@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { TSX_LOADER } from './tsx.js';
 
 /** The command's entry point, run from source through tsx. */
 export const MAIN = fileURLToPath(new URL('../../lib/cli/main.ts', import.meta.url));
@@ -51,7 +52,7 @@ export async function runCli(argv: string[], timeoutMs: number, prefix: string[]
   const [name, value] = marker.split('=') as [string, string];
   let child: ChildProcess | undefined;
   try {
-    const command = [...prefix, process.execPath, '--import', 'tsx', MAIN, ...argv];
+    const command = [...prefix, process.execPath, '--import', TSX_LOADER, MAIN, ...argv];
     child = spawn(command[0]!, command.slice(1), {
       env: { ...process.env, [name]: value },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -20,6 +20,7 @@ import type {
   MemberReply,
   MemberStart,
 } from '../fixtures/udp-member.js';
+import { TSX_LOADER } from './tsx.js';
 
 const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const MEMBER_SCRIPT = fileURLToPath(new URL('../fixtures/udp-member.ts', import.meta.url));
@@ -293,7 +294,7 @@ function launchWarmProcess(): Promise<ChildProcess> {
 function launchIdleProcess(
   launch: (command: string[], options: SpawnOptions) => ChildProcess,
 ): Promise<ChildProcess> {
-  const child = launch([process.execPath, '--import', 'tsx', MEMBER_SCRIPT], {
+  const child = launch([process.execPath, '--import', TSX_LOADER, MEMBER_SCRIPT], {
     cwd: PROJECT_ROOT,
     // Only what node needs: the member's settings come with the start message.
     env: { PATH: process.env.PATH, HOME: process.env.HOME },
