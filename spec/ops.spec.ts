@@ -16,6 +16,7 @@ import {
   MAX_RESULT_DEPTH,
   Op,
 } from '../lib/wire/ops.js';
+import { decodeValue, encodeValue } from '../lib/wire/value-codec.js';
 
 const SEED = 20_260_301;
 
@@ -206,23 +207,21 @@ describe('op entries round-trip', () => {
     assert.equal(bytes.toString('hex'), '87016163616b010248010203040506070841' + '09');
   });
 
-  test('a decoded value owns its bytes instead of pinning the payload', () => {
+  test('a decoded value is a view, and what the value codec decodes from it never pins the payload', () => {
+    const binary = new Uint8Array(64).fill(7);
+    const encodedValue = encodeValue({ binary });
     const payload = Buffer.from(
-      encodeEntry({
-        op: Op.UPD,
-        cache: 'c',
-        key: 'k',
-        tsm: 5,
-        writer: 1,
-        crc: 1n,
-        value: new Uint8Array(64),
-      }),
+      encodeEntry({ op: Op.UPD, cache: 'c', key: 'k', tsm: 5, writer: 1, crc: 1n, value: encodedValue }),
     );
     const [entry] = decodedOrFail(payload);
     assert.ok(entry?.op === Op.UPD);
+    // No copy per op on the receive path: the entry's value bytes are a view of the payload.
+    assert.equal(entry.value.buffer, payload.buffer);
+    const decoded = decodeValue(entry.value) as { binary: Uint8Array };
+    assert.deepEqual(decoded.binary, binary);
+    assert.notEqual(decoded.binary.buffer, payload.buffer, 'the cached binary has memory of its own');
     payload.fill(0xff);
-    assert.deepEqual(entry.value, Buffer.alloc(64));
-    assert.notEqual(entry.value.buffer, payload.buffer);
+    assert.deepEqual(decoded.binary, binary);
   });
 
   test('a CHK result that is not plain data cannot be encoded', () => {

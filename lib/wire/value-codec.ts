@@ -13,6 +13,8 @@ const valueEncoder = new Encoder({
   useRecords: true,
   mapsAsObjects: false,
   tagUint8Array: true,
+  // Binary inside a decoded value is copied, never a view of the datagram it arrived in.
+  copyBuffers: true,
 });
 
 const hasher = await xxhash();
