@@ -9,7 +9,7 @@ import type { Cache } from './cache/proxy.js';
 import { CacheRegistry } from './cache/registry.js';
 import type { CacheStore, StoreContext } from './cache/store.js';
 import type { CacheCounters } from './cache/types.js';
-import { type Clock, HybridLogicalClock, SystemClock } from './clock.js';
+import { type Clock, HybridLogicalClock, SystemClock, type TimerHandle } from './clock.js';
 import {
   ClusterEngine,
   type EngineCounters,
@@ -183,7 +183,7 @@ export class McCacheNode {
       this.startError = error;
       this.log.error('could not start the cluster transport', { error: error.message });
     });
-    this.every(this.settings.daemonSleep * 1000, () => this.registry.housekeep());
+    this.housekeepEvery(this.settings.daemonSleep * 1000);
   }
 
   /** This member's id, 8 hex digits (as used in cluster results). */
@@ -270,20 +270,21 @@ export class McCacheNode {
   /** Flushes pending sends, says goodbye, and closes the network. Idempotent. */
   shutdown(): Promise<void> {
     this.stopping ??= (async () => {
-      for (const timer of this.timers) timer.cancel();
+      this.housekeeper?.cancel();
       await this.started;
       await this.engine.shutdown();
     })();
     return this.stopping;
   }
 
-  private readonly timers: { cancel(): void }[] = [];
-  private every(periodMs: number, run: () => void): void {
+  private housekeeper: TimerHandle | undefined;
+  /** Runs the housekeeper every `periodMs` until shutdown. */
+  private housekeepEvery(periodMs: number): void {
     const tick = () => {
-      run();
-      this.timers[0] = this.clock.setTimeout(tick, periodMs);
+      this.registry.housekeep();
+      this.housekeeper = this.clock.setTimeout(tick, periodMs);
     };
-    this.timers[0] = this.clock.setTimeout(tick, periodMs);
+    this.housekeeper = this.clock.setTimeout(tick, periodMs);
   }
 }
 
