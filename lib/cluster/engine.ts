@@ -670,13 +670,14 @@ export class ClusterEngine implements ReplicationSink {
       this.drop('too-many-members');
       return;
     }
-    member.lastHeard = this.options.clock.now();
+    const now = this.options.clock.now();
+    member.lastHeard = now;
     if (header.kind === FrameKind.Data) {
       if (header.fragmentCount === 1 && !this.acceptData(member, header)) return;
     } else if (!this.acceptControl(member, header)) {
       return;
     }
-    for (const entry of decoded.entries) this.dispatch(member, entry, header.kind);
+    for (const entry of decoded.entries) this.dispatch(member, entry, header.kind, now);
   }
 
   /** Cheap checks before decoding: a DATA seq already received or implausibly far ahead is dropped. */
@@ -779,14 +780,14 @@ export class ClusterEngine implements ReplicationSink {
     }
   }
 
-  private dispatch(member: Member, entry: Entry, kind: number): void {
+  private dispatch(member: Member, entry: Entry, kind: number, now: number): void {
     this.counters.opsReceived++;
     switch (entry.op) {
       case Op.INS:
       case Op.UPD:
       case Op.DEL:
       case Op.EVT:
-        if (kind === FrameKind.Data) this.applyData(member, entry);
+        if (kind === FrameKind.Data) this.applyData(member, entry, now);
         else this.drop('data-on-control');
         return;
       case Op.RST:
@@ -836,7 +837,8 @@ export class ClusterEngine implements ReplicationSink {
     }
   }
 
-  private applyData(member: Member, entry: DataEntry): void {
+  /** Applies a data op; `now` is the datagram's arrival time (one clock read per datagram). */
+  private applyData(member: Member, entry: DataEntry, now: number): void {
     const store = this.remoteStore(entry.cache);
     if (!store) return;
     const hasValue = entry.op === Op.INS || entry.op === Op.UPD;
@@ -852,7 +854,7 @@ export class ClusterEngine implements ReplicationSink {
     // contact with their writer.
     const writtenAt = hlcToMillis(entry.tsm);
     if (outcome === ApplyOutcome.Applied && entry.writer === member.id && writtenAt >= member.firstHeard) {
-      this.latency.record(this.options.clock.now() - writtenAt);
+      this.latency.record(now - writtenAt);
     }
   }
 
