@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 import { mulberry32 } from '../lib/transport/memory-network.js';
 import { generateFernetKey } from '../lib/wire/fernet.js';
@@ -262,6 +263,9 @@ describe('cluster on UDP multicast (separate processes, loopback)', () => {
         // Batches small enough for the receive buffer the OS granted, so the kernel drops none.
         const buffer = Math.min(...before.map((m) => m.transport.receiveBufferBytes!));
         const batchSize = Math.min(256, Math.max(25, Math.floor(buffer / 4 / DATAGRAM_MEMORY_BYTES)));
+        // The kernel may still drop some when other test files load the machine; it counts them
+        // (RcvbufErrors), and only that many may be missing from the members' accounting.
+        const kernelDropsBefore = udpReceiveBufferErrors();
         let sent = 0;
         while (sent < HOSTILE_TOTAL) {
           const batch = Math.min(batchSize, HOSTILE_TOTAL - sent);
@@ -279,8 +283,10 @@ describe('cluster on UDP multicast (separate processes, loopback)', () => {
           await waitFor(
             async () => {
               const now = await Promise.all(members.map((m) => m.dropped()));
+              const lostInKernel = udpReceiveBufferErrors() - kernelDropsBefore;
               return now.every(
-                (d, i) => hostileDrops(d) - hostileDrops(before[i]!.cluster.dropped) >= expected[i]!,
+                (d, i) =>
+                  hostileDrops(d) - hostileDrops(before[i]!.cluster.dropped) >= expected[i]! - lostInKernel,
               );
             },
             5000,
@@ -298,15 +304,18 @@ describe('cluster on UDP multicast (separate processes, loopback)', () => {
         await assertHoldsWhatWasWritten(members, log);
 
         const after = await Promise.all(members.map((m) => m.metrics()));
+        const lostInKernel = udpReceiveBufferErrors() - kernelDropsBefore;
         for (const [i, m] of after.entries()) {
           const was = before[i]!;
           assert.ok(members[i]!.alive);
-          // Each hostile datagram is counted once, and legitimate traffic adds nothing to these reasons.
+          // Each hostile datagram is counted once, and legitimate traffic adds nothing to these reasons;
+          // only datagrams the kernel itself dropped (counted by it) may be missing.
           const dropped = m.cluster.dropped;
-          assert.equal(
-            hostileDrops(dropped) - hostileDrops(was.cluster.dropped),
-            expected[i],
-            JSON.stringify(dropped),
+          const counted = hostileDrops(dropped) - hostileDrops(was.cluster.dropped);
+          assert.ok(counted <= expected[i]!, `more drops than forgeries: ${JSON.stringify(dropped)}`);
+          assert.ok(
+            counted >= expected[i]! - lostInKernel,
+            `${expected[i]! - counted} forgeries unaccounted for (kernel dropped ${lostInKernel}): ${JSON.stringify(dropped)}`,
           );
           assert.ok((dropped.self ?? 0) - (was.cluster.dropped.self ?? 0) >= asSelf[i]!);
           assert.equal(m.cluster.dropped['internal-error'], undefined);
@@ -348,6 +357,16 @@ const CHECKED_UP_TO_HMAC = new Set([
 ]);
 
 /** Drops that legitimate traffic on a clean loopback never causes (it causes 'self' and 'duplicate'). */
+/** UDP datagrams the kernel dropped for want of receive buffer, in this network namespace. */
+function udpReceiveBufferErrors(): number {
+  const lines = readFileSync('/proc/net/snmp', 'utf8')
+    .split('\n')
+    .filter((line) => line.startsWith('Udp: '));
+  const [names, values] = lines.map((line) => line.split(/\s+/));
+  const index = names?.indexOf('RcvbufErrors') ?? -1;
+  return index < 0 ? 0 : Number(values?.[index] ?? 0);
+}
+
 function hostileDrops(dropped: Record<string, number>): number {
   let total = 0;
   for (const [reason, count] of Object.entries(dropped)) {
