@@ -6,6 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LatencySummary } from '../index.js';
+import type { WorkloadCounts } from './stress-member.js';
 
 /** A key whose version differs between members; `null`: the member does not hold it. */
 export interface DifferingKey {
@@ -13,18 +14,10 @@ export interface DifferingKey {
   versions: Record<string, { crc: string; tsm: number } | null>;
 }
 
-/** One member's figures at the end of a run. */
-export interface NodeResult {
+/** One member's figures at the end of a run: its workload counts plus what the engine reported. */
+export interface NodeResult extends WorkloadCounts {
   name: string;
   nodeId: string;
-  ops: number;
-  lookups: number;
-  inserts: number;
-  updates: number;
-  deletes: number;
-  skipped: number;
-  behindOps: number;
-  errors: number;
   evictions: number;
   retransmits: number;
   naksSent: number;

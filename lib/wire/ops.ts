@@ -347,16 +347,6 @@ class DataOpWriter {
     this.view.setBigUint64(this.position, BigInt.asUintN(64, value));
     this.position += 8;
   }
-
-  /** Everything written so far followed by `tail`, in a new buffer; resets the writer. */
-  take(tail?: Uint8Array): Buffer {
-    const length = this.position + (tail?.length ?? 0);
-    const out = Buffer.allocUnsafe(length);
-    this.buffer.copy(out, 0, 0, this.position);
-    if (tail !== undefined) out.set(tail, this.position);
-    this.position = 0;
-    return out;
-  }
 }
 
 const dataOpWriter = new DataOpWriter();
@@ -378,22 +368,12 @@ function checkDataOp(entry: WriteEntry | RemoveEntry): void {
 }
 
 function encodeDataOp(entry: WriteEntry | RemoveEntry): Buffer {
-  checkDataOp(entry);
-  const writer = dataOpWriter;
-  writer.position = 0;
-  writer.reserve(64);
-  const isWrite = entry.op === Op.INS || entry.op === Op.UPD;
-  writer.buffer[writer.position++] = isWrite ? 0x87 : 0x85;
-  writer.buffer[writer.position++] = entry.op;
-  writer.text(entry.cache);
-  writer.text(entry.key);
-  writer.reserve(32);
-  writer.number(entry.tsm);
-  writer.head(0, entry.writer);
-  if (!isWrite) return writer.take();
-  writer.crc(entry.crc);
-  writer.head(2, entry.value.length);
-  return writer.take(entry.value);
+  const head = encodeDataOpHead(entry);
+  const value = entry.op === Op.INS || entry.op === Op.UPD ? entry.value : undefined;
+  const out = Buffer.allocUnsafe(head.length + (value?.length ?? 0));
+  out.set(head, 0);
+  if (value) out.set(value, head.length);
+  return out;
 }
 
 /**
