@@ -4,6 +4,7 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { isIPv4 } from 'node:net';
+import { OutstandingSends } from './outstanding-sends.js';
 import { Tantrum } from './tantrum.js';
 import type { Transport, TransportStats } from './transport.js';
 
@@ -87,10 +88,9 @@ export class UdpMulticastTransport implements Transport {
 
   private state: State = 'new';
   private socket: Socket | undefined;
-  private pending = 0;
+  private readonly pending = new OutstandingSends();
   private grantedReceiveBytes = 0;
   private closing: Promise<void> | undefined;
-  private onSendsFlushed: (() => void) | undefined;
 
   constructor(options: UdpMulticastOptions) {
     const { group, port, interfaceAddress, hops } = options;
@@ -128,7 +128,7 @@ export class UdpMulticastTransport implements Transport {
   }
 
   get pendingSends(): number {
-    return this.pending;
+    return this.pending.count;
   }
 
   /** SO_RCVBUF the OS actually granted (0 before start). Linux reports double; this is the real size. */
@@ -206,7 +206,7 @@ export class UdpMulticastTransport implements Transport {
       this.warnOncePerCode('send', error);
       return;
     }
-    this.pending++;
+    this.pending.started();
     this.stats.sent++;
   }
 
@@ -223,17 +223,7 @@ export class UdpMulticastTransport implements Transport {
     this.state = 'closed';
     const socket = this.socket;
     if (!socket) return;
-    if (this.pending > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, CLOSE_FLUSH_TIMEOUT_MS);
-        timer.unref();
-        this.onSendsFlushed = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.onSendsFlushed = undefined;
-    }
+    await this.pending.settle(CLOSE_FLUSH_TIMEOUT_MS);
     await new Promise<void>((resolve) => {
       try {
         socket.close(resolve);
@@ -241,19 +231,17 @@ export class UdpMulticastTransport implements Transport {
         resolve(); // already closed (a failed start)
       }
     });
-    // Callbacks of sends still queued when the socket closed never fire; they are abandoned.
-    this.pending = 0;
+    this.pending.abandon();
   }
 
   /** One shared callback for every send, so a send allocates no closure. */
   private readonly afterSend = (error: Error | null): void => {
     this.stats.sendCompletions++;
-    if (this.pending > 0) this.pending--;
     if (error) {
       this.stats.sendErrors++;
       this.warnOncePerCode('send', error);
     }
-    if (this.pending === 0) this.onSendsFlushed?.();
+    this.pending.finished();
   };
 
   /** Asks for a buffer size and returns what the OS granted, warning when it is less. */

@@ -12,6 +12,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIPv4 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { type Clock, SystemClock, type TimerHandle } from '../clock.js';
+import { OutstandingSends } from './outstanding-sends.js';
 import { Tantrum } from './tantrum.js';
 import type { Transport, TransportStats } from './transport.js';
 
@@ -140,7 +141,7 @@ export class UdpUnicastTransport implements Transport {
   private socket: Socket | undefined;
   private onDatagram: ((datagram: Buffer) => void) | undefined;
   private peers: Peer[] = [];
-  private outstandingSends = 0;
+  private readonly outstandingSends = new OutstandingSends();
   /** Own datagrams waiting for in-process delivery, drained on the next macrotask like a real receive. */
   private ownDatagrams: Buffer[] = [];
   private ownDeliveryScheduled = false;
@@ -148,7 +149,6 @@ export class UdpUnicastTransport implements Transport {
   private resolving: Promise<void> | undefined;
   private closed = false;
   private closing: Promise<void> | undefined;
-  private onSendsFlushed: (() => void) | undefined;
   private readonly warnedErrorCodes = new Set<string>();
 
   constructor(options: UdpUnicastOptions) {
@@ -191,7 +191,7 @@ export class UdpUnicastTransport implements Transport {
 
   /** Sends handed to the OS without a completion yet, plus own datagrams not yet delivered. */
   get pendingSends(): number {
-    return this.outstandingSends + this.ownDatagrams.length;
+    return this.outstandingSends.count + this.ownDatagrams.length;
   }
 
   /**
@@ -256,7 +256,7 @@ export class UdpUnicastTransport implements Transport {
         this.warnOncePerCode(error);
         continue;
       }
-      this.outstandingSends++;
+      this.outstandingSends.started();
       this.stats.sent++;
     }
     this.ownDatagrams.push(Buffer.from(datagram));
@@ -291,31 +291,19 @@ export class UdpUnicastTransport implements Transport {
     this.ownDatagrams = [];
     const socket = this.socket;
     if (!socket) return;
-    if (this.outstandingSends > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, CLOSE_FLUSH_TIMEOUT_MS);
-        timer.unref();
-        this.onSendsFlushed = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.onSendsFlushed = undefined;
-    }
+    await this.outstandingSends.settle(CLOSE_FLUSH_TIMEOUT_MS);
     this.socket = undefined;
     await new Promise<void>((resolve) => socket.close(() => resolve()));
-    // Callbacks of sends still queued when the socket closed never fire; they are abandoned.
-    this.outstandingSends = 0;
+    this.outstandingSends.abandon();
   }
 
   /** One shared callback for every send, so a send allocates no closure. */
   private readonly afterSend = (error: Error | null): void => {
-    if (this.outstandingSends > 0) this.outstandingSends--;
     if (error) {
       this.stats.sendErrors++;
       this.warnOncePerCode(error);
     }
-    if (this.outstandingSends === 0) this.onSendsFlushed?.();
+    this.outstandingSends.finished();
   };
 
   /** Counts every error but logs each error code once, so a burst of EMSGSIZE is one line, not thousands. */
