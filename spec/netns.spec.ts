@@ -34,6 +34,7 @@ import type {
   WorkloadArgs,
   WorkloadResult,
 } from './fixtures/netns-member.js';
+import { IpcCalls, type IpcReply } from './helpers/ipc-calls.js';
 import { TSX_LOADER } from './helpers/tsx.js';
 
 const PROJECT_ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -90,8 +91,7 @@ class Member {
   readonly ready: Promise<void>;
   private child: ChildProcess;
   private stderr = '';
-  private nextId = 1;
-  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private readonly calls: IpcCalls;
 
   constructor(
     readonly topology: NetnsTopology,
@@ -99,6 +99,7 @@ class Member {
     readonly group: { ip: string; port: number },
     readonly config: MemberConfig,
   ) {
+    this.calls = new IpcCalls(`member ${index}`);
     const env: NodeJS.ProcessEnv = {
       PATH: process.env.PATH,
       NETNS_ROLE: config.role ?? 'member',
@@ -131,19 +132,11 @@ class Member {
     child.stderr?.on('data', (chunk: Buffer) => {
       this.stderr = (this.stderr + chunk.toString()).slice(-8000);
     });
-    child.on('message', (raw) => {
-      const message = raw as { id?: number; ok?: boolean; result?: unknown; error?: string };
-      if (message.id === undefined) return;
-      const waiter = this.waiting.get(message.id);
-      this.waiting.delete(message.id);
-      if (message.ok) waiter?.resolve(message.result);
-      else waiter?.reject(new Error(`${this.name}: ${message.error}`));
-    });
+    child.on('message', (raw) => this.calls.settle(raw as IpcReply));
     child.once('exit', (code, signal) => {
-      for (const waiter of this.waiting.values()) {
-        waiter.reject(new Error(`${this.name} exited (${code ?? signal}) while answering: ${this.stderr}`));
-      }
-      this.waiting.clear();
+      this.calls.failAll(
+        new Error(`${this.name} exited (${code ?? signal}) while answering: ${this.stderr}`),
+      );
     });
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
@@ -169,28 +162,14 @@ class Member {
   }
 
   call<T>(cmd: string, args: object = {}, timeoutMs = 60_000): Promise<T> {
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      if (!this.alive || !this.child.connected) {
-        reject(new Error(`${this.name} is not running: ${this.stderr}`));
-        return;
-      }
-      const timer = setTimeout(() => {
-        this.waiting.delete(id);
-        reject(new Error(`${this.name} did not answer ${cmd} in ${timeoutMs} ms: ${this.stderr}`));
-      }, timeoutMs);
-      this.waiting.set(id, {
-        resolve: (value) => {
-          clearTimeout(timer);
-          resolve(value as T);
-        },
-        reject: (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      });
-      this.child.send({ id, cmd, args });
-    });
+    if (!this.alive || !this.child.connected) {
+      return Promise.reject(new Error(`${this.name} is not running: ${this.stderr}`));
+    }
+    return this.calls.call<T>(
+      (id) => this.child.send({ id, cmd, args }),
+      timeoutMs,
+      () => `${this.name} did not answer ${cmd} in ${timeoutMs} ms: ${this.stderr}`,
+    );
   }
 
   /** kill -9, then wait for the exit. */

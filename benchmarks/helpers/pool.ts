@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { IpcCalls } from '../../spec/helpers/ipc-calls.js';
 
 const WORKER = fileURLToPath(new URL('./worker.ts', import.meta.url));
 const COMMAND_TIMEOUT_MS = 60_000;
@@ -17,8 +18,7 @@ interface Reply {
 
 /** One member process. */
 export class Member {
-  private nextId = 1;
-  private readonly waiting = new Map<number, { resolve: (value: any) => void; reject: (e: Error) => void }>();
+  private readonly calls: IpcCalls;
   readonly ready: Promise<void>;
   readonly exited: Promise<void>;
 
@@ -26,47 +26,28 @@ export class Member {
     readonly index: number,
     private readonly child: ChildProcess,
   ) {
+    this.calls = new IpcCalls(`member ${index}`);
     let onReady!: () => void;
     this.ready = new Promise((resolve) => {
       onReady = resolve;
     });
     child.on('message', (reply: Reply) => {
       if (reply.id === 0) return onReady();
-      const waiter = this.waiting.get(reply.id);
-      if (!waiter) return;
-      this.waiting.delete(reply.id);
-      if (reply.ok) waiter.resolve(reply.result);
-      else waiter.reject(new Error(`member ${index}: ${reply.error}`));
+      this.calls.settle(reply);
     });
     this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
     child.on('exit', (code, signal) => {
-      for (const waiter of this.waiting.values()) {
-        waiter.reject(new Error(`member ${index} exited (code ${code}, signal ${signal})`));
-      }
-      this.waiting.clear();
+      this.calls.failAll(new Error(`member ${index} exited (code ${code}, signal ${signal})`));
     });
   }
 
   /** Runs `command` in the member and resolves with its result. */
   call<T = unknown>(command: string, args?: unknown, timeoutMs = COMMAND_TIMEOUT_MS): Promise<T> {
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiting.delete(id);
-        reject(new Error(`member ${this.index}: ${command} took more than ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.waiting.set(id, {
-        resolve: (value) => {
-          clearTimeout(timer);
-          resolve(value as T);
-        },
-        reject: (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      });
-      this.child.send({ id, command, args });
-    });
+    return this.calls.call<T>(
+      (id) => this.child.send({ id, command, args }),
+      timeoutMs,
+      () => `member ${this.index}: ${command} took more than ${timeoutMs} ms`,
+    );
   }
 
   kill(): void {

@@ -20,6 +20,7 @@ import type {
   MemberReply,
   MemberStart,
 } from '../fixtures/udp-member.js';
+import { IpcCalls, type IpcReply } from './ipc-calls.js';
 import { TSX_LOADER } from './tsx.js';
 
 const PROJECT_ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -92,8 +93,7 @@ export class MemberProcess {
   /** The member's node id (8 hex digits), known once it is ready. */
   nodeId = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private nextId = 1;
+  private readonly calls: IpcCalls;
   private stderr = '';
   private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
 
@@ -101,6 +101,7 @@ export class MemberProcess {
     readonly name: string,
     readonly child: ChildProcess,
   ) {
+    this.calls = new IpcCalls(name);
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (text: string) => {
       // Kept (bounded) for failure messages.
@@ -109,20 +110,11 @@ export class MemberProcess {
     this.exited = new Promise((resolve) => {
       child.once('exit', (code, signal) => {
         this.exitInfo = { code, signal };
-        const error = new Error(`${name} exited (code ${code}, signal ${signal}): ${this.stderr}`);
-        for (const pending of this.waiting.values()) pending.reject(error);
-        this.waiting.clear();
+        this.calls.failAll(new Error(`${name} exited (code ${code}, signal ${signal}): ${this.stderr}`));
         resolve({ code, signal });
       });
     });
-    child.on('message', (reply: MemberReply) => {
-      if (!('id' in reply)) return;
-      const pending = this.waiting.get(reply.id);
-      if (!pending) return;
-      this.waiting.delete(reply.id);
-      if (reply.ok) pending.resolve(reply.result);
-      else pending.reject(new Error(`${name}: ${reply.error}`));
-    });
+    child.on('message', (reply: MemberReply) => this.calls.settle(reply as IpcReply));
   }
 
   get alive(): boolean {
@@ -132,24 +124,11 @@ export class MemberProcess {
   /** Sends a command and waits for its answer, at most `deadlineMs`. */
   request<T = unknown>(command: Command, deadlineMs = 10_000): Promise<T> {
     if (!this.alive) return Promise.reject(new Error(`${this.name} is not running: ${this.stderr}`));
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiting.delete(id);
-        reject(new Error(`${this.name} did not answer ${Object.keys(command)[0]} within ${deadlineMs} ms`));
-      }, deadlineMs);
-      this.waiting.set(id, {
-        resolve: (value) => {
-          clearTimeout(timer);
-          resolve(value as T);
-        },
-        reject: (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      });
-      this.child.send({ ...command, id } as MemberCommand);
-    });
+    return this.calls.call<T>(
+      (id) => this.child.send({ ...command, id } as MemberCommand),
+      deadlineMs,
+      () => `${this.name} did not answer ${Object.keys(command)[0]} within ${deadlineMs} ms`,
+    );
   }
 
   write(key: string, value: unknown): Promise<unknown> {
