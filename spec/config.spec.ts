@@ -37,7 +37,7 @@ describe('defaults', () => {
     assert.equal(settings.size, 8_388_608);
     assert.equal(settings.pulse, 300);
     assert.deepEqual(settings.cryptoKeys, []);
-    assert.equal(settings.packetMtu, 1472);
+    assert.equal(settings.packetMtu, 'auto');
     assert.equal(settings.multicastIp, '224.0.0.3');
     assert.equal(settings.multicastPort, 4000);
     assert.equal(settings.multicastHops, 3);

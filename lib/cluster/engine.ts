@@ -18,7 +18,7 @@
  */
 import { ApplyOutcome, type CacheStoreApi, ChangeKind, type ReplicationSink } from '../cache/types.js';
 import { type Clock, type HybridLogicalClock, hlcToMillis, type TimerHandle } from '../clock.js';
-import type { ClusterSettings } from '../config.js';
+import { AUTO_PACKET_CAP, type ClusterSettings, ETHERNET_PACKET_BYTES } from '../config.js';
 import type { Log } from '../log.js';
 import type { Transport } from '../transport/transport.js';
 import { Fernet } from '../wire/fernet.js';
@@ -292,6 +292,8 @@ export class ClusterEngine implements ReplicationSink {
   async start(): Promise<void> {
     await this.options.transport.start((datagram) => this.receive(datagram));
     if (this.closed) return;
+    // 'auto' packets follow the interface MTU, which the transport knows only once it is open.
+    if (this.options.settings.packetMtu === 'auto') this.codec = this.makeCodec();
     this.started = true;
     this.announce(0);
     this.settleLater();
@@ -598,11 +600,19 @@ export class ClusterEngine implements ReplicationSink {
     this.announce(0);
   }
 
+  /** The datagram size to fill: the setting, or for 'auto' what the transport's interface carries. */
+  private packetBytes(): number {
+    const setting = this.options.settings.packetMtu;
+    if (setting !== 'auto') return setting;
+    const carried = this.options.transport.maxDatagramBytes;
+    return carried === undefined ? ETHERNET_PACKET_BYTES : Math.min(carried, AUTO_PACKET_CAP);
+  }
+
   private makeCodec(): FrameCodec {
     return new FrameCodec({
       clusterId: this.clusterId,
       sender: this.nodeIdValue,
-      mtu: this.options.settings.packetMtu,
+      mtu: this.packetBytes(),
       fernet: this.fernet,
       nowSeconds: () => Math.floor(this.options.clock.now() / 1000),
     });

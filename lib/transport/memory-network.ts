@@ -39,6 +39,12 @@ export interface MemoryNetworkOptions {
   jitterMs?: number;
   /** Bound on deliveries in flight; beyond it they are dropped and counted in `overflow`. Default 1e6. */
   maxQueued?: number;
+  /**
+   * The largest datagram the simulated interface carries, reported to the engine as the transport's
+   * `maxDatagramBytes` (what `packetMtu: 'auto'` follows). Larger sends fail like EMSGSIZE: counted in
+   * `oversize` and in the sender's `sendErrors`. Default: unknown, and no limit.
+   */
+  maxDatagramBytes?: number;
 }
 
 /** Fault rates that {@link MemoryNetwork.setFaults} may change mid-test. */
@@ -72,6 +78,8 @@ export interface MemoryNetworkStats {
   overflow: number;
   /** Deliveries dropped because the receiver closed before they arrived. */
   undeliverable: number;
+  /** Sends refused because the datagram was over `maxDatagramBytes`. */
+  oversize: number;
 }
 
 /** One datagram on its way to one endpoint. */
@@ -103,7 +111,10 @@ export class MemoryNetwork {
     partitioned: 0,
     overflow: 0,
     undeliverable: 0,
+    oversize: 0,
   };
+  /** See {@link MemoryNetworkOptions.maxDatagramBytes}. */
+  readonly maxDatagramBytes: number | undefined;
 
   private readonly clock: Clock;
   private readonly random: () => number;
@@ -128,6 +139,11 @@ export class MemoryNetwork {
     this.clock = options.clock;
     this.random = mulberry32(options.seed);
     this.delayMs = checkNonNegative('delayMs', options.delayMs ?? 0.2);
+    const maxBytes = options.maxDatagramBytes;
+    if (maxBytes !== undefined && !(Number.isInteger(maxBytes) && maxBytes > 0)) {
+      throw new RangeError(`maxDatagramBytes must be a positive whole number of bytes, got ${maxBytes}`);
+    }
+    this.maxDatagramBytes = maxBytes;
     this.jitterMs = checkNonNegative('jitterMs', options.jitterMs ?? 5);
     const maxQueued = options.maxQueued ?? 1e6;
     if (!Number.isInteger(maxQueued) || maxQueued < 0) {
@@ -352,9 +368,19 @@ export class MemoryTransport implements Transport {
     return Promise.resolve();
   }
 
+  get maxDatagramBytes(): number | undefined {
+    return this.network.maxDatagramBytes;
+  }
+
   send(datagram: Uint8Array): void {
     if (this.state !== 'open') {
       this.stats.sendErrors++;
+      return;
+    }
+    const limit = this.network.maxDatagramBytes;
+    if (limit !== undefined && datagram.length > limit) {
+      this.stats.sendErrors++;
+      this.network.stats.oversize++;
       return;
     }
     this.stats.sent++;

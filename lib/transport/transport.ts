@@ -28,6 +28,12 @@ export interface Transport {
    */
   readonly pendingSends: number;
   /**
+   * The largest datagram (UDP payload bytes) the transport carries without IP fragmentation, when it
+   * knows it after start(): the interface MTU minus IP and UDP headers. Undefined when unknown; the
+   * engine then uses 1472, which fits a 1500-byte Ethernet MTU.
+   */
+  readonly maxDatagramBytes?: number | undefined;
+  /**
    * Opens the endpoint and starts delivering every received datagram to `onDatagram`, including this
    * process's own (the engine filters by node id). Rejects with a clear error if the endpoint cannot
    * be opened (bad interface address, port in use without reuse, and so on).

@@ -3,7 +3,9 @@
  * several processes on one host share the port while traffic for other groups on that port stays out.
  */
 import { createSocket, type Socket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { OutstandingSends } from './outstanding-sends.js';
 import { Tantrum } from './tantrum.js';
 import type { Transport, TransportStats } from './transport.js';
@@ -13,6 +15,29 @@ export const DEFAULT_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
 /** How long {@link UdpMulticastTransport.close} waits for sends already handed to the OS. */
 export const CLOSE_FLUSH_TIMEOUT_MS = 1000;
+
+/** IPv4 (20 bytes) plus UDP (8 bytes) headers: a datagram's payload is at most the MTU minus these. */
+export const IP_UDP_HEADER_BYTES = 28;
+
+/** An IPv4 packet is at most 65535 bytes, so a UDP payload at most 65507, whatever the MTU (lo: 65536). */
+export const MAX_UDP_PAYLOAD_BYTES = 65_535 - IP_UDP_HEADER_BYTES;
+
+/**
+ * The MTU of the interface that has `address`, read from Linux's /sys/class/net; undefined where that
+ * cannot be read (another OS, a container without /sys, an address no interface has).
+ */
+export function interfaceMtu(address: string): number | undefined {
+  for (const [name, addresses] of Object.entries(networkInterfaces())) {
+    if (!addresses?.some((a) => a.address === address)) continue;
+    try {
+      const mtu = Number(readFileSync(`/sys/class/net/${name}/mtu`, 'utf8').trim());
+      return Number.isInteger(mtu) && mtu > IP_UDP_HEADER_BYTES ? mtu : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
 
 /** Options of {@link UdpMulticastTransport}. */
 export interface UdpMulticastOptions {
@@ -90,6 +115,7 @@ export class UdpMulticastTransport implements Transport {
   private socket: Socket | undefined;
   private readonly pending = new OutstandingSends();
   private grantedReceiveBytes = 0;
+  private interfaceMaxDatagram: number | undefined;
   private closing: Promise<void> | undefined;
 
   constructor(options: UdpMulticastOptions) {
@@ -131,6 +157,11 @@ export class UdpMulticastTransport implements Transport {
     return this.pending.count;
   }
 
+  /** The interface's MTU minus IP and UDP headers, read at start(); undefined if unknown. */
+  get maxDatagramBytes(): number | undefined {
+    return this.interfaceMaxDatagram;
+  }
+
   /** SO_RCVBUF the OS actually granted (0 before start). Linux reports double; this is the real size. */
   get receiveBufferBytes(): number {
     return this.grantedReceiveBytes;
@@ -164,6 +195,9 @@ export class UdpMulticastTransport implements Transport {
       );
     }
     this.grantedReceiveBytes = this.applyBufferSize('receive', this.requestedReceiveBytes);
+    const mtu = interfaceMtu(this.interfaceAddress);
+    this.interfaceMaxDatagram =
+      mtu === undefined ? undefined : Math.min(mtu - IP_UDP_HEADER_BYTES, MAX_UDP_PAYLOAD_BYTES);
     if (this.requestedSendBytes !== undefined) this.applyBufferSize('send', this.requestedSendBytes);
 
     socket.on('message', (datagram: Buffer) => {
