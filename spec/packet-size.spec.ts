@@ -9,8 +9,8 @@ import { randomInt } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { AUTO_PACKET_CAP, ETHERNET_PACKET_BYTES, resolveSettings } from '../lib/config.js';
 import { UdpMulticastTransport } from '../lib/transport/udp-multicast.js';
-import { SimulatedCluster } from './helpers/simulated-cluster.js';
 import { waitFor } from './helpers/processes.js';
+import { SimulatedCluster } from './helpers/simulated-cluster.js';
 
 /** Writes `keys` 100-byte values on member 0; returns the largest datagram any member sent, once converged. */
 async function largestDatagram(
