@@ -10,7 +10,8 @@
  * Targets (issue 4, 3 processes): >= 250k ops/s clear, >= 100k ops/s encrypted; at 10k ops/s,
  * p50 <= 250 us and p99 <= 2 ms. Methods are explained in benchmarks/README.md.
  *
- * Run: npx tsx benchmarks/cluster.ts   (BENCH_QUICK=1 for a shorter smoke run)
+ * Run: npx tsx benchmarks/cluster.ts   (BENCH_QUICK=1 for a shorter smoke run; BENCH_CLUSTER_SIZES=3
+ * to measure only the 3-process cluster, e.g. while working on the engine)
  */
 import { generateFernetKey } from '../lib/wire/fernet.js';
 import { describeMachine, type LatencyFigures, micros, printTable, rate, ratio } from './helpers/measure.js';
@@ -31,8 +32,9 @@ import {
 } from './helpers/scenarios.js';
 
 const QUICK = process.env.BENCH_QUICK === '1';
-const CLUSTER_SIZES = [2, 3, 5];
-const MAX_RECEIVERS = 4;
+const CLUSTER_SIZES = (process.env.BENCH_CLUSTER_SIZES ?? '2,3,5').split(',').map(Number);
+/** Receivers of the raw multicast table: 1 to 4, or only those the chosen cluster sizes compare with. */
+const RAW_RECEIVERS = process.env.BENCH_CLUSTER_SIZES ? CLUSTER_SIZES.map((n) => n - 1) : [1, 2, 3, 4];
 const TARGETS = { clearOpsPerSecond: 250_000, encryptedOpsPerSecond: 100_000, p50Us: 250, p99Us: 2000 };
 const LATENCY_RATE = 10_000;
 const LATENCY_MS = QUICK ? 1000 : 2000;
@@ -86,7 +88,7 @@ const figures: ClusterFigures[] = [];
 
 try {
   // Raw multicast rate to 1..4 receivers: the ceiling for any protocol on this machine.
-  for (let receivers = 1; receivers <= MAX_RECEIVERS; receivers++) {
+  for (const receivers of RAW_RECEIVERS) {
     const group = members.slice(0, receivers + 1);
     await openRaw(group);
     await rawBlast(group[0]!, group.slice(1), BLAST_MS / 4); // warm-up

@@ -25,10 +25,14 @@ class RecordingSink implements ReplicationSink {
     kind: ChangeKind,
     key: string,
     tsm: number,
-    crc: bigint | undefined,
+    crcHigh: number,
+    crcLow: number,
     encoded: Uint8Array | undefined,
   ): void {
-    this.calls.push({ cache, kind, key, tsm, crc, encoded: encoded?.slice() });
+    // `encoded` may be a scratch view: copy it, as the contract says.
+    const crc = encoded === undefined ? undefined : (BigInt(crcHigh) << 32n) | BigInt(crcLow);
+    if (encoded === undefined) assert.deepEqual([crcHigh, crcLow], [0, 0]);
+    this.calls.push({ cache, kind, key, tsm, crc, encoded: encoded && Uint8Array.from(encoded) });
   }
 }
 
@@ -239,11 +243,21 @@ describe('simple-value fast path', () => {
     assert.ok(encodeSimpleValue('x'.repeat(255)) instanceof Uint8Array);
     assert.equal(encodeSimpleValue('x'.repeat(256)), undefined);
     assert.equal(encodeSimpleValue('é'), undefined);
+    // Long strings go through one native UTF-8 write: non-ASCII anywhere, even where a shorter
+    // buffer would have cut the UTF-8 to exactly the string's length, must still be declined.
+    assert.equal(encodeSimpleValue(`${'x'.repeat(253)}éé`), undefined);
+    assert.equal(encodeSimpleValue(`${'x'.repeat(30)}\ud800`), undefined);
+    assert.equal(encodeSimpleValue(`${'x'.repeat(23)}é`), undefined);
+    assert.equal(encodeSimpleValue(`é${'x'.repeat(100)}`), undefined);
+    assert.deepEqual(
+      Buffer.from(encodeSimpleValue('y'.repeat(24))!),
+      Buffer.from(encodeValue('y'.repeat(24))),
+    );
     assert.equal(encodeSimpleValue({}), undefined);
     assert.equal(encodeSimpleValue(1n), undefined);
   });
 
-  test('a simple value sent to the sink is a private copy, not the reused scratch view', () => {
+  test('the sink sees the exact bytes of each write, though simple values share one scratch view', () => {
     const { store, sink } = makeStore();
     store.set('a', 1000);
     store.set('b', 'text');
@@ -386,6 +400,18 @@ describe('replication sink', () => {
     assert.ok(update!.tsm > insert!.tsm && remove!.tsm > update!.tsm);
     assert.equal(remove!.crc, undefined);
     assert.equal(remove!.encoded, undefined);
+  });
+
+  test('reports the crc of short strings, numbers and long values as the halves of crcOf', () => {
+    const { store, sink } = makeStore();
+    const values = ['hello', 12345, -7.5, 'x'.repeat(5000), { nested: ['a', 1] }];
+    for (const [i, value] of values.entries()) store.set(`v${i}`, value);
+    assert.equal(sink.calls.length, values.length);
+    for (const [i, call] of sink.calls.entries()) {
+      assert.deepEqual(decodeValue(call.encoded!), values[i]);
+      assert.equal(call.crc, crcOf(call.encoded!), `crc of ${JSON.stringify(values[i]).slice(0, 20)}`);
+      assert.equal(call.crc, store.versionOf(`v${i}`)!.crc);
+    }
   });
 
   test('a sink attached after creation receives later changes', () => {
@@ -658,6 +684,17 @@ describe('engine API', () => {
     assert.equal(live.writer, LOCAL);
     assert.equal(store.encodedValueOf('dead'), undefined);
     assert.equal(store.versionOf('never'), undefined);
+  });
+
+  test('encodedValueOf returns bytes of its own, which later writes of simple values leave intact', () => {
+    const { store } = makeStore();
+    store.set('text', 'a string long enough for the native write path');
+    store.set('number', 42);
+    const text = store.encodedValueOf('text')!;
+    const number = store.encodedValueOf('number')!;
+    store.set('other', 'another string that would land in the same scratch bytes');
+    assert.equal(decodeValue(text), 'a string long enough for the native write path');
+    assert.equal(decodeValue(number), 42);
   });
 
   test('a value replicated through encodedValueOf arrives equal, with the same crc', () => {

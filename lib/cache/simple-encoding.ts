@@ -15,10 +15,14 @@ import { endianness } from 'node:os';
 /** Longest string encoded by the fast path (one-byte length header); longer ones go through cbor-x. */
 const MAX_SIMPLE_STRING_LENGTH = 255;
 
-const scratch = new Uint8Array(16 + MAX_SIMPLE_STRING_LENGTH);
-const scratchView = new DataView(scratch.buffer);
+// Room for 3 UTF-8 bytes per character, so a string's UTF-8 is never cut short (see the string case).
+const scratch = Buffer.alloc(16 + 3 * MAX_SIMPLE_STRING_LENGTH);
+const scratchView = new DataView(scratch.buffer, scratch.byteOffset, scratch.length);
 /** views[n] = scratch[0..n), made once, so that returning a result allocates nothing. */
-const views = Array.from({ length: scratch.length + 1 }, (_, n) => scratch.subarray(0, n));
+const views = Array.from({ length: 16 + MAX_SIMPLE_STRING_LENGTH + 1 }, (_, n) => scratch.subarray(0, n));
+
+/** From this length on, one native UTF-8 write beats a JS loop over the characters. */
+const NATIVE_STRING_WRITE_FROM = 24;
 
 /**
  * Encodes `value` exactly as the value codec (cbor-x) would, if it is a number, boolean, null,
@@ -86,10 +90,16 @@ function encodeIntoScratch(value: unknown): number {
       const length = value.length;
       if (length > MAX_SIMPLE_STRING_LENGTH) return -1;
       const header = length < 0x18 ? 1 : 2;
-      for (let i = 0; i < length; i++) {
-        const code = value.charCodeAt(i);
-        if (code >= 0x80) return -1;
-        scratch[header + i] = code;
+      if (length >= NATIVE_STRING_WRITE_FROM) {
+        // ASCII exactly when the UTF-8 is as long as the string: any other character takes 2-4
+        // bytes (a lone surrogate 3), and the scratch has room for all of them, so none is cut off.
+        if (scratch.write(value, header, 'utf8') !== length) return -1;
+      } else {
+        for (let i = 0; i < length; i++) {
+          const code = value.charCodeAt(i);
+          if (code >= 0x80) return -1;
+          scratch[header + i] = code;
+        }
       }
       if (header === 1) scratch[0] = 0x60 | length;
       else {

@@ -299,9 +299,8 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
    */
   set(key: string, value: V): void {
     if (key.length > MAX_KEY_LENGTH || !key.isWellFormed()) refuseKey(key, this.name);
-    // Small values skip cbor-x (same bytes, no allocation); `shared` says the bytes are a reused view.
+    // Small values skip cbor-x (same bytes, in a reused scratch view: the sink copies what it keeps).
     let encoded = encodeSimpleValue(value);
-    const shared = encoded !== undefined;
     if (encoded === undefined) encoded = encodeValue(value, key);
     const bytes = utf8Length(key) + encoded.length;
     if (bytes > this.maxBytes) {
@@ -353,7 +352,9 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     this.noteChange();
     const sink = this.context.sink;
     if (sink !== undefined) {
-      sink.localChange(this.name, kind, key, tsm, this.crcList[slot]!, shared ? encoded.slice() : encoded);
+      // crcHalves holds each crc as [low, high] 32-bit words (little-endian, as BigUint64Array lays it out).
+      const halves = this.crcHalves;
+      sink.localChange(this.name, kind, key, tsm, halves[2 * slot + 1]!, halves[2 * slot]!, encoded);
     }
     if (this.entryCount > this.maxEntries || this.totalBytes > this.maxBytes) this.enforceLimits();
   }
@@ -379,7 +380,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     this.deletes++;
     this.noteChange();
     const sink = this.context.sink;
-    if (sink !== undefined) sink.localChange(this.name, ChangeKind.Delete, key, tsm, undefined, undefined);
+    if (sink !== undefined) sink.localChange(this.name, ChangeKind.Delete, key, tsm, 0, 0, undefined);
     return true;
   }
 
@@ -626,7 +627,9 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
   encodedValueOf(key: string): Uint8Array | undefined {
     if (!this.has(key)) return undefined;
     const value = this.valueList[this.slots.get(key)!];
-    return encodeSimpleValue(value)?.slice() ?? encodeValue(value, key);
+    // A copy: the fast path returns a view of a scratch buffer that the next write reuses.
+    const simple = encodeSimpleValue(value);
+    return simple === undefined ? encodeValue(value, key) : Uint8Array.from(simple);
   }
 
   forEachVersion(visit: (key: string, version: KeyVersion) => void): void {
@@ -724,7 +727,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
       this.layTombstone(key, tsm, this.context.nodeId, now);
       this.evicts++;
       if (this.context.log.debugOn) this.context.log.debug(`cache "${this.name}": evicted "${key}"`);
-      if (sink !== undefined) sink.localChange(this.name, ChangeKind.Evict, key, tsm, undefined, undefined);
+      if (sink !== undefined) sink.localChange(this.name, ChangeKind.Evict, key, tsm, 0, 0, undefined);
     }
   }
 

@@ -18,8 +18,10 @@ export type ChangeKind = (typeof ChangeKind)[keyof typeof ChangeKind];
 /** Receives every local change of every store, synchronously, from the proxy's write path. */
 export interface ReplicationSink {
   /**
-   * A local insert/update (with `encoded` value bytes and their `crc`), a local delete, or an
-   * eviction (max entries or max size; expiry by ttl is not reported, every member expires alike).
+   * A local insert/update (with `encoded` value bytes and their crc, as two 32-bit halves so the
+   * write path makes no BigInt), a local delete, or an eviction (max entries or max size; expiry by
+   * ttl is not reported, every member expires alike). For a delete or eviction the crc is 0, 0.
+   * `encoded` may be a scratch view the store reuses: copy it before returning if it must be kept.
    * Must be cheap and must not throw: it is called on the proxy's synchronous write path.
    */
   localChange(
@@ -27,7 +29,8 @@ export interface ReplicationSink {
     kind: ChangeKind,
     key: string,
     tsm: number,
-    crc: bigint | undefined,
+    crcHigh: number,
+    crcLow: number,
     encoded: Uint8Array | undefined,
   ): void;
 }

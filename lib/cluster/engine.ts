@@ -23,11 +23,12 @@ import type { Log } from '../log.js';
 import type { Transport } from '../transport/transport.js';
 import { Fernet } from '../wire/fernet.js';
 import { FrameCodec, type FrameHeader, FrameKind, MAX_MESSAGE_BYTES, peekSender } from '../wire/frame.js';
-import { decodeEntries, type Entry, encodeDataOpHead, encodeEntry, Op } from '../wire/ops.js';
+import { crcHalves, decodeEntries, type Entry, encodeEntry, Op } from '../wire/ops.js';
 import { Reassembly } from '../wire/reassembly.js';
 import { hash32 } from '../wire/value-codec.js';
 import { DIGEST_BUCKETS, digestOf, isNewer, type ListedVersion, versionsInBuckets } from './digest.js';
 import { LatencyHistogram } from './latency.js';
+import { Outbox } from './outbox.js';
 import { ReceiveWindow } from './receive-window.js';
 import { RetransmitBuffer } from './retransmit-buffer.js';
 
@@ -70,8 +71,10 @@ export interface EngineTiming {
 
 /** Bounds on everything the network can grow. Each has a drop counter in the metrics. */
 export interface EngineLimits {
-  /** Distinct keys waiting to be sent (coalesced by key). */
+  /** Data ops waiting to be sent; beyond it they are coalesced by key, then new keys dropped. */
   maxQueuedOps: number;
+  /** Bytes of encoded data ops waiting to be sent (the outbox's log); same policy as maxQueuedOps. */
+  maxQueuedBytes: number;
   /** Non-key entries (clear, replies) waiting to be sent. */
   maxQueuedOther: number;
   maxRetransmitFrames: number;
@@ -92,6 +95,7 @@ export interface EngineLimits {
 
 export const DEFAULT_LIMITS: Readonly<EngineLimits> = Object.freeze({
   maxQueuedOps: 250_000,
+  maxQueuedBytes: 64 * 1024 * 1024,
   maxQueuedOther: 10_000,
   maxRetransmitFrames: 32_768,
   maxRetransmitBytes: 48 * 1024 * 1024,
@@ -241,9 +245,8 @@ export class ClusterEngine implements ReplicationSink {
   private readonly reassembly: Reassembly;
   private readonly retransmit: RetransmitBuffer;
   private readonly lastResent = new Map<number, number>();
-  /** Queued data ops, coalesced by key: cache -> key -> newest op. */
-  private readonly pendingByCache = new Map<string, Map<string, DataEntry>>();
-  private pendingCount = 0;
+  /** Queued data ops, encoded (see outbox.ts for when they are coalesced by key). */
+  private readonly outbox: Outbox;
   private pendingOther: Entry[] = [];
   private readonly queries = new Map<number, PendingQuery>();
   private readonly timers = new Set<TimerHandle>();
@@ -273,6 +276,7 @@ export class ClusterEngine implements ReplicationSink {
       maxSenders: this.limits.maxMembers,
       maxBytesTotal: this.limits.reassemblyBytesTotal,
     });
+    this.outbox = new Outbox({ maxOps: this.limits.maxQueuedOps, maxBytes: this.limits.maxQueuedBytes });
     this.retransmit = new RetransmitBuffer(this.limits.maxRetransmitFrames, this.limits.maxRetransmitBytes);
     this.defer = options.defer ?? ((run) => setImmediate(run));
     this.random = options.random ?? Math.random;
@@ -330,23 +334,12 @@ export class ClusterEngine implements ReplicationSink {
     kind: ChangeKind,
     key: string,
     tsm: number,
-    crc: bigint | undefined,
+    crcHigh: number,
+    crcLow: number,
     encoded: Uint8Array | undefined,
   ): void {
     if (this.closed) return;
-    const entry: DataEntry =
-      kind === ChangeKind.Insert || kind === ChangeKind.Update
-        ? {
-            op: kind,
-            cache,
-            key,
-            tsm,
-            writer: this.nodeIdValue,
-            crc: crc ?? 0n,
-            value: encoded ?? new Uint8Array(),
-          }
-        : { op: kind, cache, key, tsm, writer: this.nodeIdValue };
-    this.enqueueData(entry);
+    this.enqueueData(kind, cache, key, tsm, this.nodeIdValue, crcHigh, crcLow, encoded);
   }
 
   /** Clears a cache (or all) on every member, this one included, by a reliable RST. */
@@ -403,24 +396,25 @@ export class ClusterEngine implements ReplicationSink {
     query.resolve(query.results);
   }
 
-  private enqueueData(entry: DataEntry): void {
-    let byKey = this.pendingByCache.get(entry.cache);
-    if (byKey === undefined) {
-      byKey = new Map();
-      this.pendingByCache.set(entry.cache, byKey);
-    }
-    const queued = byKey.get(entry.key);
-    if (queued) {
-      // Coalesce: only the newest version of a key needs to go.
-      if (isNewer(queued.tsm, queued.writer, entry.tsm, entry.writer)) return;
-    } else if (this.pendingCount >= this.limits.maxQueuedOps) {
-      // Dropped ops are found and repaired by the next anti-entropy pulse.
-      this.counters.queueDropped++;
+  private enqueueData(
+    op: number,
+    cache: string,
+    key: string,
+    tsm: number,
+    writer: number,
+    crcHigh: number,
+    crcLow: number,
+    value: Uint8Array | undefined,
+  ): void {
+    const dropped = this.outbox.dropped;
+    try {
+      this.outbox.add(op, cache, key, tsm, writer, crcHigh, crcLow, value);
+    } catch (error) {
+      this.countEncodeError(op, error);
       return;
-    } else {
-      this.pendingCount++;
     }
-    byKey.set(entry.key, entry);
+    // Dropped ops are found and repaired by the next anti-entropy pulse.
+    if (this.outbox.dropped !== dropped) this.counters.queueDropped++;
     this.scheduleFlush();
   }
 
@@ -477,16 +471,6 @@ export class ClusterEngine implements ReplicationSink {
       }
       this.counters.opsSent++;
     };
-    const takeData = (entry: DataEntry) => {
-      let head: Buffer;
-      try {
-        head = encodeDataOpHead(entry);
-      } catch (error) {
-        this.countEncodeError(entry, error);
-        return;
-      }
-      append(head, entry.op === Op.INS || entry.op === Op.UPD ? entry.value : undefined);
-    };
     const busy = () =>
       !everything &&
       (datagrams >= this.limits.maxDatagramsPerFlush ||
@@ -500,18 +484,22 @@ export class ClusterEngine implements ReplicationSink {
         if (bytes) append(bytes, undefined);
       }
     }
-    for (const [cache, byKey] of this.pendingByCache) {
-      for (const [key, entry] of byKey) {
-        if (busy()) break;
-        byKey.delete(key);
-        this.pendingCount--;
-        takeData(entry);
+    const outbox = this.outbox;
+    for (let size = outbox.nextSize(); size > 0 && !busy(); size = outbox.nextSize()) {
+      if (size > budget) {
+        // One large op: a message of its own, fragmented (the view stays valid: nothing is added meanwhile).
+        emit();
+        datagrams += this.sendData(outbox.takeOne()!);
+        this.counters.opsSent++;
+        continue;
       }
-      if (byKey.size === 0) this.pendingByCache.delete(cache);
-      if (busy()) break;
+      if (used + size > budget) emit();
+      // Copies as many whole ops as fit, in runs, straight into the message.
+      this.counters.opsSent += outbox.takeInto(message, used, budget);
+      used = outbox.lastEnd;
     }
     emit();
-    if (this.pendingCount > 0 || this.pendingOther.length > 0) {
+    if (outbox.size > 0 || this.pendingOther.length > 0) {
       // Let the OS drain; a timer rather than setImmediate so a saturated socket does not spin.
       const timer = this.options.clock.setTimeout(() => {
         this.timers.delete(timer);
@@ -568,14 +556,14 @@ export class ClusterEngine implements ReplicationSink {
     try {
       return encodeEntry(entry);
     } catch (error) {
-      this.countEncodeError(entry, error);
+      this.countEncodeError(entry.op, error);
       return undefined;
     }
   }
 
-  private countEncodeError(entry: Entry, error: unknown): void {
+  private countEncodeError(op: number, error: unknown): void {
     this.counters.encodeErrors++;
-    this.options.log.error('could not encode an op', { op: entry.op, error: (error as Error).message });
+    this.options.log.error('could not encode an op', { op, error: (error as Error).message });
   }
 
   private transmit(frame: Uint8Array): void {
@@ -1181,20 +1169,13 @@ export class ClusterEngine implements ReplicationSink {
       if (!version) continue;
       this.counters.repairsPushed++;
       if (version.tombstone) {
-        this.enqueueData({ op: Op.DEL, cache, key, tsm: version.tsm, writer: version.writer });
+        this.enqueueData(Op.DEL, cache, key, version.tsm, version.writer, 0, 0, undefined);
         continue;
       }
       const value = store.encodedValueOf(key);
       if (!value) continue;
-      this.enqueueData({
-        op: Op.UPD,
-        cache,
-        key,
-        tsm: version.tsm,
-        writer: version.writer,
-        crc: version.crc,
-        value,
-      });
+      const [crcHigh, crcLow] = crcHalves(version.crc);
+      this.enqueueData(Op.UPD, cache, key, version.tsm, version.writer, crcHigh, crcLow, value);
     }
   }
 
@@ -1223,7 +1204,9 @@ export class ClusterEngine implements ReplicationSink {
   gauges(): Record<string, number> {
     return {
       members: this.members.size,
-      queuedOps: this.pendingCount + this.pendingOther.length,
+      queuedOps: this.outbox.size + this.pendingOther.length,
+      queuedBytes: this.outbox.bytes,
+      coalescedOps: this.outbox.coalesced,
       retransmitFrames: this.retransmit.size,
       retransmitBytes: this.retransmit.bytes,
       retransmitEvicted: this.retransmit.stats.evicted,
@@ -1247,7 +1230,7 @@ export class ClusterEngine implements ReplicationSink {
 
   /** True when nothing is queued, in flight to the OS, or missing from any member's stream. */
   get quiescent(): boolean {
-    if (this.pendingCount > 0 || this.pendingOther.length > 0) return false;
+    if (this.outbox.size > 0 || this.pendingOther.length > 0) return false;
     if (this.options.transport.pendingSends > 0) return false;
     for (const member of this.members.values()) if (member.window?.hasGaps) return false;
     return true;

@@ -270,7 +270,7 @@ function entryArray(entry: Entry): unknown[] {
  * A scratch buffer and the few CBOR forms the data ops need, written exactly as cbor-x writes them
  * (shortest heads; integers above 2^32 - 1 as float64, exact below 2^53).
  */
-class DataOpWriter {
+export class DataOpWriter {
   buffer = Buffer.allocUnsafe(4096);
   view = new DataView(this.buffer.buffer, this.buffer.byteOffset, this.buffer.length);
   position = 0;
@@ -342,29 +342,75 @@ class DataOpWriter {
     this.position += written;
   }
 
-  crc(value: bigint): void {
+  /** A crc as an 8-byte CBOR byte string, from its two 32-bit halves (no BigInt on the write path). */
+  crc(high: number, low: number): void {
     this.buffer[this.position++] = 0x48;
-    this.view.setBigUint64(this.position, BigInt.asUintN(64, value));
+    this.view.setUint32(this.position, high);
+    this.view.setUint32(this.position + 4, low);
     this.position += 8;
+  }
+
+  /** Appends raw bytes. */
+  bytes(source: Uint8Array): void {
+    this.reserve(source.length);
+    this.buffer.set(source, this.position);
+    this.position += source.length;
+  }
+}
+
+/**
+ * Appends one data op at `out.position`: the CBOR array head, op, cache, key, tsm, writer and, for
+ * INS/UPD, the crc and the head of `valueLength` value bytes (the caller appends those bytes).
+ * Validates like every encoder of data ops (a programming error throws, never a network one).
+ */
+export function writeDataOpHead(
+  out: DataOpWriter,
+  op: number,
+  cache: string,
+  key: string,
+  tsm: number,
+  writer: number,
+  crcHigh: number,
+  crcLow: number,
+  valueLength: number,
+): void {
+  checkDataOp(tsm, writer, cache, key);
+  out.reserve(64);
+  const isWrite = op === Op.INS || op === Op.UPD;
+  out.buffer[out.position++] = isWrite ? 0x87 : 0x85;
+  out.buffer[out.position++] = op;
+  out.text(cache);
+  out.text(key);
+  out.reserve(32);
+  out.number(tsm);
+  out.head(0, writer);
+  if (isWrite) {
+    out.crc(crcHigh, crcLow);
+    out.head(2, valueLength);
   }
 }
 
 const dataOpWriter = new DataOpWriter();
 
-function checkDataOp(entry: WriteEntry | RemoveEntry): void {
-  if (!Number.isSafeInteger(entry.tsm) || entry.tsm < 0) {
-    throw new TypeError(`op tsm must be a non-negative safe integer; got ${entry.tsm}`);
+function checkDataOp(tsm: number, writer: number, cache: string, key: string): void {
+  if (!Number.isSafeInteger(tsm) || tsm < 0) {
+    throw new TypeError(`op tsm must be a non-negative safe integer; got ${tsm}`);
   }
-  if (entry.writer >>> 0 !== entry.writer)
-    throw new TypeError(`op writer must be a u32 node id; got ${entry.writer}`);
-  if (entry.cache.length > MAX_CACHE_NAME_LENGTH) {
+  if (writer >>> 0 !== writer) throw new TypeError(`op writer must be a u32 node id; got ${writer}`);
+  if (cache.length > MAX_CACHE_NAME_LENGTH) {
     throw new RangeError(
-      `cache name longer than ${MAX_CACHE_NAME_LENGTH} characters: ${entry.cache.slice(0, 40)}...`,
+      `cache name longer than ${MAX_CACHE_NAME_LENGTH} characters: ${cache.slice(0, 40)}...`,
     );
   }
-  if (entry.key.length > MAX_KEY_LENGTH) {
-    throw new RangeError(`key longer than ${MAX_KEY_LENGTH} characters in cache ${entry.cache}`);
+  if (key.length > MAX_KEY_LENGTH) {
+    throw new RangeError(`key longer than ${MAX_KEY_LENGTH} characters in cache ${cache}`);
   }
+}
+
+/** The two 32-bit halves of a 64-bit crc. */
+export function crcHalves(crc: bigint): [high: number, low: number] {
+  const unsigned = BigInt.asUintN(64, crc);
+  return [Number(unsigned >> 32n), Number(unsigned & 0xffff_ffffn)];
 }
 
 function encodeDataOp(entry: WriteEntry | RemoveEntry): Buffer {
@@ -382,22 +428,21 @@ function encodeDataOp(entry: WriteEntry | RemoveEntry): Buffer {
  * entry's full encoding is these bytes followed by `entry.value`; for DEL/EVT it is these bytes.
  */
 export function encodeDataOpHead(entry: WriteEntry | RemoveEntry): Buffer {
-  checkDataOp(entry);
   const writer = dataOpWriter;
   writer.position = 0;
-  writer.reserve(64);
   const isWrite = entry.op === Op.INS || entry.op === Op.UPD;
-  writer.buffer[writer.position++] = isWrite ? 0x87 : 0x85;
-  writer.buffer[writer.position++] = entry.op;
-  writer.text(entry.cache);
-  writer.text(entry.key);
-  writer.reserve(32);
-  writer.number(entry.tsm);
-  writer.head(0, entry.writer);
-  if (isWrite) {
-    writer.crc(entry.crc);
-    writer.head(2, entry.value.length);
-  }
+  const [high, low] = isWrite ? crcHalves(entry.crc) : [0, 0];
+  writeDataOpHead(
+    writer,
+    entry.op,
+    entry.cache,
+    entry.key,
+    entry.tsm,
+    entry.writer,
+    high,
+    low,
+    isWrite ? entry.value.length : 0,
+  );
   const head = writer.buffer.subarray(0, writer.position);
   writer.position = 0;
   return head;
