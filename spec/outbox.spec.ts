@@ -186,6 +186,24 @@ describe('Outbox', () => {
     assert.equal(messages, 3);
   });
 
+  test('large ops taken one by one stay intact while the log behind them is reclaimed', () => {
+    const outbox = new Outbox({ maxOps: 1000, maxBytes: 8 << 20 });
+    const values = Array.from({ length: 120 }, (_, i) => String.fromCharCode(65 + (i % 26)).repeat(20_000));
+    for (const [i, value] of values.entries()) addWrite(outbox, `big${i}`, i + 1, value);
+    for (let i = 0; i < values.length; i++) {
+      assert.ok(outbox.nextSize() > 1000);
+      const view = outbox.takeOne()!;
+      const decoded = decodeEntries(view);
+      assert.ok(decoded.ok, `op ${i} decodes`);
+      const entry = decoded.entries[0] as { key: string; value: Uint8Array };
+      assert.equal(entry.key, `big${i}`);
+      // A boolean, not assert.equal: a diff of two 20 kB strings takes minutes.
+      assert.ok(Buffer.from(entry.value).toString() === values[i], `value ${i} intact`);
+    }
+    assert.equal(outbox.nextSize(), 0);
+    assert.equal(outbox.bytes, 0);
+  });
+
   test('refuses an out-of-range op with an error and stays consistent', () => {
     const outbox = new Outbox(roomy);
     addWrite(outbox, 'ok', 1, 'x');

@@ -157,7 +157,8 @@ export class Outbox {
 
   /** Size in bytes of the next live record, skipping superseded ones; 0 when empty. */
   nextSize(): number {
-    this.skipDead();
+    // Reclaiming space waits until here: the view takeOne() handed out has been used by now.
+    this.afterTake();
     return this.taken < this.count ? this.endOf(this.taken) - this.starts[this.taken]! : 0;
   }
 
@@ -200,17 +201,15 @@ export class Outbox {
 
   /**
    * Takes the next live record by itself (one too large for a message's budget) and returns its bytes
-   * as a view valid until the next call to {@link add}; undefined when empty.
+   * as a view, valid until the next call to any other method; undefined when empty.
    */
   takeOne(): Uint8Array | undefined {
     this.skipDead();
     if (this.taken >= this.count) return undefined;
     const record = this.taken++;
     this.liveCount--;
-    const bytes = this.log.buffer.subarray(this.starts[record]!, this.endOf(record));
-    // A reset leaves the bytes in place, so the view stays intact until the next add().
-    this.afterTake();
-    return bytes;
+    // No reset or compaction here (see nextSize): they would move the bytes under the view.
+    return this.log.buffer.subarray(this.starts[record]!, this.endOf(record));
   }
 
   /** Drops everything queued (counted by the caller, e.g. when a clear makes it moot). */
