@@ -137,6 +137,35 @@ describe('op entries round-trip', () => {
     );
   });
 
+  test('cache names decode right when consecutive ops repeat, switch, lengthen or shorten them', () => {
+    const names = [
+      'users',
+      'users',
+      'orders',
+      'users',
+      'u',
+      '',
+      'a-cache-name-of-exactly-23',
+      'x'.repeat(40),
+      'users',
+      'usert',
+    ];
+    const entries: Entry[] = names.map((cache, i) => ({
+      op: Op.DEL,
+      cache,
+      key: `k${i}`,
+      tsm: 1000 + i,
+      writer: 9,
+    }));
+    // Twice: the second decode starts with the last name of the first one remembered.
+    for (let round = 0; round < 2; round++) {
+      assert.deepStrictEqual(
+        decodedOrFail(encodeEntries(entries)).map((e) => (e as { cache: string }).cache),
+        names,
+      );
+    }
+  });
+
   test('the fast data-op writer emits exactly the bytes of the pinned cbor-x encoder', () => {
     fc.assert(
       fc.property(entryArbitrary, (entry) => {

@@ -7,7 +7,14 @@ import { ApplyOutcome, ChangeKind, type ReplicationSink } from '../lib/cache/typ
 import { HybridLogicalClock, hlcToMillis, ManualClock, millisToHlc } from '../lib/clock.js';
 import { type CacheSettings, type CallbackContext, cacheSettingsOf, DEFAULTS } from '../lib/config.js';
 import type { Log } from '../lib/log.js';
-import { crcHex, crcOf, decodeValue, encodeValue, UnencodableValueError } from '../lib/wire/value-codec.js';
+import {
+  crcHex,
+  crcOf,
+  decodeValue,
+  decodeValueByCborX,
+  encodeValue,
+  UnencodableValueError,
+} from '../lib/wire/value-codec.js';
 
 interface SinkCall {
   cache: string;
@@ -205,6 +212,66 @@ describe('simple-value fast path', () => {
       }),
       { numRuns: 3000, seed: 42 },
     );
+  });
+
+  test('the receive fast lane decodes exactly what cbor-x decodes, and throws where cbor-x throws', () => {
+    const outcome = (decode: (bytes: Uint8Array) => unknown, bytes: Uint8Array) => {
+      try {
+        return { value: decode(bytes) };
+      } catch {
+        return { threw: true };
+      }
+    };
+    const same = (bytes: Uint8Array) => {
+      const fast = outcome(decodeValue, bytes);
+      const reference = outcome(decodeValueByCborX, bytes);
+      assert.deepEqual(fast, reference, `bytes ${Buffer.from(bytes).toString('hex')}`);
+    };
+    // Values, through the encoder (both lanes, as Buffers and as plain Uint8Array views).
+    const values = fc.oneof(
+      fc.string({ maxLength: 300 }),
+      fc.string({ unit: 'grapheme', maxLength: 60 }),
+      fc.string({ unit: 'binary', maxLength: 60 }),
+      fc.integer({ min: -(2 ** 33), max: 2 ** 33 }),
+      fc.double(),
+      fc.constantFrom(true, false, null, undefined, '\uFFFD', `${'x'.repeat(30)}\uFFFD`),
+    );
+    fc.assert(
+      fc.property(values, (value) => {
+        const bytes = encodeValue(value);
+        same(bytes);
+        same(new Uint8Array(bytes));
+      }),
+      { numRuns: 3000, seed: 11 },
+    );
+    // Hostile bytes: simple-looking heads with wrong lengths, invalid UTF-8, trailing bytes.
+    const heads = fc.constantFrom(
+      0x00,
+      0x17,
+      0x18,
+      0x19,
+      0x1a,
+      0x1b,
+      0x20,
+      0x38,
+      0x3a,
+      0x60,
+      0x65,
+      0x78,
+      0x79,
+      0xf4,
+      0xf7,
+      0xfb,
+    );
+    fc.assert(
+      fc.property(heads, fc.uint8Array({ maxLength: 12 }), (head, tail) =>
+        same(Uint8Array.of(head, ...tail)),
+      ),
+      { numRuns: 5000, seed: 12 },
+    );
+    same(Uint8Array.of(0x63, 0xc3, 0x28, 0x41)); // invalid UTF-8
+    same(Uint8Array.of(0x62, 0xed, 0xa0)); // cut-off sequence
+    same(Uint8Array.of(0x78, 0x02, 0x41, 0x42)); // non-shortest length head
   });
 
   test('the JS XXH64 of short inputs equals crcOf', () => {

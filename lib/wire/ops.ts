@@ -626,6 +626,40 @@ function readText(maxLength: number): string {
   return text;
 }
 
+/** The last cache name read, and its bytes: a datagram names the same cache op after op. */
+let lastCacheName = '';
+let lastCacheBytes: Buffer = Buffer.alloc(0);
+
+/**
+ * A cache name; the same string object as last time when the bytes match, which spares a string per
+ * op and lets the registry's Map reuse the string's cached hash.
+ */
+function readCacheName(): string {
+  const head = source[position];
+  const length = head === undefined ? -1 : head - 0x60;
+  if (length >= 0 && length < 24 && length === lastCacheBytes.length && position + 1 + length <= end) {
+    const start = position + 1;
+    let same = true;
+    for (let i = 0; i < length; i++) {
+      if (source[start + i] !== lastCacheBytes[i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) {
+      position = start + length;
+      return lastCacheName;
+    }
+  }
+  const start = position;
+  const name = readText(MAX_CACHE_NAME_LENGTH);
+  if (position - start <= 24) {
+    lastCacheName = name;
+    lastCacheBytes = Buffer.from(source.subarray(start + 1, position));
+  }
+  return name;
+}
+
 function readOptionalText(maxLength: number): string | null {
   if (position < end && source[position] === 0xf6) {
     position++;
@@ -725,7 +759,7 @@ function readEntry(): Entry {
       expectArity(arity, 7);
       return {
         op,
-        cache: readText(MAX_CACHE_NAME_LENGTH),
+        cache: readCacheName(),
         key: readText(MAX_KEY_LENGTH),
         tsm: readTimestamp(),
         writer: readU32(),
@@ -737,7 +771,7 @@ function readEntry(): Entry {
       expectArity(arity, 5);
       return {
         op,
-        cache: readText(MAX_CACHE_NAME_LENGTH),
+        cache: readCacheName(),
         key: readText(MAX_KEY_LENGTH),
         tsm: readTimestamp(),
         writer: readU32(),
