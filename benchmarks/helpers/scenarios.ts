@@ -202,6 +202,8 @@ export interface LatencyResult extends LatencyFigures {
 }
 
 const LATENCY_KEYS = 10_000;
+/** Paced writes before each latency measurement (mccache and raw alike), whose samples are dropped. */
+export const LATENCY_WARM_UP_MS = 1000;
 
 /**
  * One-way replication latency at a paced rate: the writer stamps each value with CLOCK_MONOTONIC
@@ -234,6 +236,18 @@ export async function replicationLatency(
   );
   if (watched.some((present) => present !== LATENCY_KEYS))
     throw new Error(`latency key set incomplete: ${watched}`);
+  await untilQuiet(cluster);
+  // Warm-up at the same pace, samples discarded: the paced write and the callback paths get
+  // compiled, and the garbage of earlier runs in these processes gets collected, before measuring.
+  const warmUp = { ...options, durationMs: LATENCY_WARM_UP_MS };
+  const warmUpWritten = await writer.call<number>('mcPaced', {
+    ...args,
+    prefix,
+    keys: LATENCY_KEYS,
+    ...warmUp,
+  });
+  await allObserved(readers, 'mcSampleCount', warmUpWritten, args);
+  await Promise.all(readers.map((reader) => reader.call<number[]>('mcCollect', args)));
   await untilQuiet(cluster);
   const written = await writer.call<number>('mcPaced', { ...args, prefix, keys: LATENCY_KEYS, ...options });
   await allObserved(readers, 'mcSampleCount', written, args);
@@ -312,6 +326,10 @@ export async function rawPacedLatency(
   options: { rate: number; durationMs: number; bytes: number },
 ): Promise<LatencyResult> {
   await Promise.all(receivers.map((receiver) => receiver.call('rawArm')));
+  // The same warm-up as replicationLatency, samples discarded.
+  const warmUpWritten = await sender.call<number>('rawPaced', { ...options, durationMs: LATENCY_WARM_UP_MS });
+  await allObserved(receivers, 'rawSampleCount', warmUpWritten);
+  await Promise.all(receivers.map((receiver) => receiver.call<number[]>('rawCollect')));
   const written = await sender.call<number>('rawPaced', options);
   await allObserved(receivers, 'rawSampleCount', written);
   const samples = (
