@@ -460,7 +460,27 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
    * callbackWin is changed.
    */
   applyRemote(change: RemoteChange, repair = false): ApplyOutcome {
-    const { kind, key, tsm, writer } = change;
+    return this.applyRemoteOp(
+      change.kind,
+      change.key,
+      change.tsm,
+      change.writer,
+      change.crc,
+      change.encoded,
+      repair,
+    );
+  }
+
+  /** {@link applyRemote} with the change's fields as arguments: the receive path makes no object per op. */
+  applyRemoteOp(
+    kind: ChangeKind,
+    key: string,
+    tsm: number,
+    writer: number,
+    crc: bigint | undefined,
+    encoded: Uint8Array | undefined,
+    repair = false,
+  ): ApplyOutcome {
     const context = this.context;
     if (typeof key !== 'string' || !Number.isFinite(tsm) || tsm < 0 || writer >>> 0 !== writer) {
       this.remoteRejected++;
@@ -494,7 +514,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
       }
     }
     if (kind === ChangeKind.Insert || kind === ChangeKind.Update) {
-      return this.applyRemoteWrite(change, slot, now, repair);
+      return this.applyRemoteWrite(key, tsm, writer, crc, encoded, slot, now, repair);
     }
     if (kind !== ChangeKind.Delete && kind !== ChangeKind.Evict) {
       this.remoteRejected++;
@@ -524,12 +544,15 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
   }
 
   private applyRemoteWrite(
-    change: RemoteChange,
+    key: string,
+    tsm: number,
+    writer: number,
+    remoteCrc: bigint | undefined,
+    encoded: Uint8Array | undefined,
     slot: number | undefined,
     now: number,
     repair: boolean,
   ): ApplyOutcome {
-    const { key, tsm, writer, encoded } = change;
     if (slot === undefined && this.currentSettings.mode === 0) return ApplyOutcome.NotHeld;
     if (this.ttlMs > 0 && hlcToMillis(tsm) + this.ttlMs <= now) return ApplyOutcome.Expired;
     if (!(encoded instanceof Uint8Array)) {
@@ -551,7 +574,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
       }
       return ApplyOutcome.Rejected;
     }
-    const crc = change.crc ?? crcOf(encoded);
+    const crc = remoteCrc ?? crcOf(encoded);
     if (this.currentSettings.freeze) deepFreeze(value);
     let lkp = 0;
     let previousCrc: bigint | undefined;

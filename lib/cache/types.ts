@@ -123,6 +123,16 @@ export interface CacheStoreApi {
   readonly name: string;
   /** Applies a remote change by last-write-wins (tsm, then writer id). Never calls the sink. */
   applyRemote(change: RemoteChange, repair?: boolean): ApplyOutcome;
+  /** The same, with the change's fields as arguments (no object per op on the receive path). */
+  applyRemoteOp(
+    kind: ChangeKind,
+    key: string,
+    tsm: number,
+    writer: number,
+    crc: bigint | undefined,
+    encoded: Uint8Array | undefined,
+    repair?: boolean,
+  ): ApplyOutcome;
   /** Removes every entry and tombstone older than (tsm, writer); later remote ops older than it are ignored. */
   clearBefore(tsm: number, writer: number): number;
   /** Version of a key, live or tombstone, or undefined if unknown. */

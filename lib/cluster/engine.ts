@@ -840,14 +840,14 @@ export class ClusterEngine implements ReplicationSink {
     const store = this.remoteStore(entry.cache);
     if (!store) return;
     const hasValue = entry.op === Op.INS || entry.op === Op.UPD;
-    const outcome = store.applyRemote({
-      kind: entry.op,
-      key: entry.key,
-      tsm: entry.tsm,
-      writer: entry.writer,
-      crc: hasValue ? entry.crc : undefined,
-      encoded: hasValue ? entry.value : undefined,
-    });
+    const outcome = store.applyRemoteOp(
+      entry.op,
+      entry.key,
+      entry.tsm,
+      entry.writer,
+      hasValue ? entry.crc : undefined,
+      hasValue ? entry.value : undefined,
+    );
     // Replication latency of first-hand writes only: not state transfer of writes older than our
     // contact with their writer.
     const writtenAt = hlcToMillis(entry.tsm);

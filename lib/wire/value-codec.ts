@@ -105,7 +105,8 @@ function decodeSimpleValue(bytes: Uint8Array): unknown {
     if (info < 24 && length === 1) value = info;
     else if (info === 24 && length === 2) value = bytes[1]!;
     else if (info === 25 && length === 3) value = (bytes[1]! << 8) | bytes[2]!;
-    else if (info === 26 && length === 5) value = ((bytes[1]! << 24) >>> 0) + (bytes[2]! << 16) + (bytes[3]! << 8) + bytes[4]!;
+    else if (info === 26 && length === 5)
+      value = ((bytes[1]! << 24) >>> 0) + (bytes[2]! << 16) + (bytes[3]! << 8) + bytes[4]!;
     else return NOT_SIMPLE;
     return major === 0 ? value : -1 - value;
   }
