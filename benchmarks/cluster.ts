@@ -46,7 +46,12 @@ const BLAST_MS = QUICK ? 300 : 600;
 const REPEATS = QUICK ? 1 : 3;
 const PINGS = 2000;
 const scale = QUICK ? 0.25 : 1;
-const WARM_UP_OPS = 20_000 * scale;
+/**
+ * Ops of the warm-up run before the first clear and the first encrypted measurement: as many as a
+ * measured 100 B run, because the per-op CPU kept falling over the first few such runs (JIT tiers,
+ * heap sizing) and the first measured run would otherwise carry it.
+ */
+const WARM_UP_OPS = 60_000 * scale;
 /** Ops per throughput run, sized so that each run lasts about half a second on a 2-core machine. */
 const THROUGHPUT_RUNS = [
   { label: '100 B', valueBytes: 100, count: 60_000 * scale, encrypted: false },

@@ -170,6 +170,22 @@ describe('frame round trips', () => {
     });
   }
 
+  test('a clear datagram is the same bytes whether the frame came from fragment() or is a copy', () => {
+    const sender = codec();
+    const message = Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7) % 256));
+    for (const frame of sender.fragment(FrameKind.Data, 40, message)) {
+      const inPlace = sender.toDatagram(frame);
+      const fromCopy = sender.toDatagram(Uint8Array.from(frame));
+      assert.deepEqual(Buffer.from(inPlace), Buffer.from(fromCopy));
+      assert.equal(inPlace.length, PREFIX_BYTES + frame.length);
+      // From fragment(), the datagram is a view over the prefix already in front of the frame: no copy.
+      assert.ok(inPlace.buffer === frame.buffer && inPlace.byteOffset === frame.byteOffset - PREFIX_BYTES);
+      // A frame elsewhere in a buffer, with other bytes in front of it, gets its own prefix too.
+      const shifted = Buffer.concat([Buffer.alloc(PREFIX_BYTES, 0xee), frame]).subarray(PREFIX_BYTES);
+      assert.deepEqual(Buffer.from(sender.toDatagram(shifted)), Buffer.from(inPlace));
+    }
+  });
+
   test('a retransmitted frame gets a fresh token timestamp', () => {
     let now = NOW;
     const sender = codec({ fernet: new Fernet(KEY), nowSeconds: () => now });

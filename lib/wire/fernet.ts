@@ -213,12 +213,23 @@ export class Fernet {
       plaintext,
       nowSeconds === undefined ? currentSeconds() : checkSeconds(nowSeconds),
       undefined,
+      0,
     );
   }
 
-  #seal(plaintext: Uint8Array, nowSeconds: number, iv: Uint8Array | undefined): Buffer {
+  /**
+   * {@link seal}, with the token written after `headroom` bytes left free in front of it: the caller
+   * fills them (a datagram prefix) and sends the whole buffer without copying the token again.
+   */
+  sealWithHeadroom(plaintext: Uint8Array, nowSeconds: number, headroom: number): Buffer {
+    return this.#seal(plaintext, checkSeconds(nowSeconds), undefined, headroom);
+  }
+
+  #seal(plaintext: Uint8Array, nowSeconds: number, iv: Uint8Array | undefined, headroom: number): Buffer {
     const { signing, encryption } = this.#sealingKey;
-    const token = Buffer.allocUnsafe(Fernet.sealedLength(plaintext.length));
+    const sealedBytes = Fernet.sealedLength(plaintext.length);
+    const whole = Buffer.allocUnsafe(headroom + sealedBytes);
+    const token = headroom === 0 ? whole : whole.subarray(headroom);
     token[0] = VERSION;
     token.writeUInt32BE(Math.floor(nowSeconds / TWO_POW_32), TIMESTAMP_OFFSET);
     token.writeUInt32BE(nowSeconds >>> 0, TIMESTAMP_OFFSET + 4);
@@ -234,7 +245,7 @@ export class Fernet {
 
     const macOffset = token.length - HMAC_BYTES;
     createHmac('sha256', signing).update(token.subarray(0, macOffset)).digest().copy(token, macOffset);
-    return token;
+    return whole;
   }
 
   /**
@@ -306,7 +317,7 @@ export class Fernet {
     }
     const bytes = typeof plaintext === 'string' ? Buffer.from(plaintext, 'utf8') : plaintext;
     const seconds = nowSeconds === undefined ? currentSeconds() : checkSeconds(nowSeconds);
-    return encodeToken(this.#seal(bytes, seconds, iv));
+    return encodeToken(this.#seal(bytes, seconds, iv, 0));
   }
 
   /**

@@ -245,7 +245,10 @@ export class FrameCodec {
     for (let index = 0; index < count; index++) {
       const start = index * this.maxFragmentPayload;
       const end = Math.min(start + this.maxFragmentPayload, message.length);
-      const frame = allocateFrame(INNER_HEADER_BYTES + end - start);
+      // Room for the clear prefix in front: toDatagram() then sends prefix + frame without a copy.
+      const withPrefix = allocateFrame(PREFIX_BYTES + INNER_HEADER_BYTES + end - start);
+      this.#prefix.copy(withPrefix, 0);
+      const frame = withPrefix.subarray(PREFIX_BYTES);
       frame.writeUInt32BE(this.#clusterId, 0);
       frame.writeUInt32BE(this.#sender, 4);
       frame[8] = kind;
@@ -267,13 +270,31 @@ export class FrameCodec {
    */
   toDatagram(innerFrame: Uint8Array): Buffer {
     if (this.#fernet === undefined) {
+      // A frame from fragment() has this codec's prefix right in front of it: send both as one view.
+      if (this.#hasPrefixInFront(innerFrame)) {
+        return Buffer.from(
+          innerFrame.buffer,
+          innerFrame.byteOffset - PREFIX_BYTES,
+          PREFIX_BYTES + innerFrame.length,
+        );
+      }
       const datagram = allocateFrame(PREFIX_BYTES + innerFrame.length);
       this.#prefix.copy(datagram, 0);
       datagram.set(innerFrame, PREFIX_BYTES);
       return datagram;
     }
-    const token = this.#fernet.seal(innerFrame, this.#nowSeconds());
-    return Buffer.concat([this.#prefix, token], PREFIX_BYTES + token.length);
+    const datagram = this.#fernet.sealWithHeadroom(innerFrame, this.#nowSeconds(), PREFIX_BYTES);
+    this.#prefix.copy(datagram, 0);
+    return datagram;
+  }
+
+  #hasPrefixInFront(frame: Uint8Array): boolean {
+    const offset = frame.byteOffset;
+    if (offset < PREFIX_BYTES) return false;
+    const before = new Uint8Array(frame.buffer, offset - PREFIX_BYTES, PREFIX_BYTES);
+    const prefix = this.#prefix;
+    for (let i = 0; i < PREFIX_BYTES; i++) if (before[i] !== prefix[i]) return false;
+    return true;
   }
 
   /**
