@@ -35,7 +35,10 @@ import { RetransmitBuffer } from './retransmit-buffer.js';
 /** The stores the engine replicates. Implemented by the cache registry. */
 export interface StoreDirectory {
   store(name: string): CacheStoreApi | undefined;
-  /** The store for a cache a remote member wrote to, created with the defaults if needed. */
+  /**
+   * The store for a cache a remote member wrote to, created with the defaults if needed. The same
+   * name must keep giving the same store (stores are never removed): the engine remembers the last.
+   */
   storeForRemote(name: string): CacheStoreApi;
   stores(): Iterable<CacheStoreApi>;
 }
@@ -856,10 +859,20 @@ export class ClusterEngine implements ReplicationSink {
     }
   }
 
+  /** The last store remoteStore() returned, and its name: a datagram names one cache op after op. */
+  private lastRemoteName: string | undefined;
+  private lastRemote: CacheStoreApi | undefined;
+
   /** The store a remote op names; a name the registry refuses (or a full registry) is counted. */
   private remoteStore(name: string): CacheStoreApi | undefined {
+    // The decoder hands out the same string for a repeated name, so this is a pointer compare.
+    // Stores are never removed from the registry, so a remembered one stays valid.
+    if (name === this.lastRemoteName) return this.lastRemote;
     try {
-      return this.options.stores.storeForRemote(name);
+      const store = this.options.stores.storeForRemote(name);
+      this.lastRemoteName = name;
+      this.lastRemote = store;
+      return store;
     } catch {
       this.drop('cache-refused');
       return undefined;
