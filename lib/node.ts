@@ -182,6 +182,11 @@ export class McCacheNode {
       // A network failure is logged and surfaced by ready(), never thrown into cache calls.
       this.startError = error;
       this.log.error('could not start the cluster transport', { error: error.message });
+      // A transport that keeps trying (NATS) makes ready() resolve again once it is up.
+      void transport.whenConnected?.then(() => {
+        this.startError = undefined;
+        this.log.warn('the cluster transport is up after all', { transport: transport.description });
+      });
     });
     this.housekeepEvery(this.settings.daemonSleep * 1000);
   }
@@ -191,7 +196,10 @@ export class McCacheNode {
     return nodeIdHex(this.engine.nodeId);
   }
 
-  /** Resolves once the transport is up; rejects with the reason if it could not start. */
+  /**
+   * Resolves once the transport is up; rejects with the reason if it could not start. Over NATS the
+   * member keeps trying, and ready() resolves again once the server answers.
+   */
   async ready(): Promise<void> {
     await this.started;
     if (this.startError) throw this.startError;

@@ -244,6 +244,60 @@ describe('cluster through NATS (separate processes, nats-server on loopback)', {
     }
   });
 
+  test('a member started before its server keeps trying, and joins the cluster once the server answers', async () => {
+    const port = await freeTcpPort();
+    const url = `nats://127.0.0.1:${port}`;
+    const folder = mkdtempSync(join(tmpdir(), 'mccache-nats-late-'));
+    const settings = { natsUrl: url, pulse: PULSE_SECONDS, handleSignals: false };
+    const early = createNode({
+      env: {},
+      cwd: folder,
+      settings: { ...settings, logFilename: join(folder, 'early.log') },
+    });
+    let late: ReturnType<typeof createNode> | undefined;
+    let server: NatsServerProcess | undefined;
+    try {
+      await assert.rejects(
+        early.ready(),
+        /keeps trying every \d+ ms and joins the cluster once the server answers/,
+      );
+      const earlyCache = early.getCache<string>('late');
+      earlyCache.written = 'before the server existed';
+      server = await startNatsServer({ port });
+      late = createNode({
+        env: {},
+        cwd: folder,
+        settings: { ...settings, logFilename: join(folder, 'late.log') },
+      });
+      await late.ready();
+      await waitFor(
+        () =>
+          early.ready().then(
+            () => true,
+            () => false,
+          ),
+        MEMBERS_DEADLINE_MS,
+        'the early member to connect',
+      );
+      const lateCache = late.getCache<string>('late');
+      lateCache.fresh = 'after';
+      await waitFor(
+        () => earlyCache.fresh === 'after' && lateCache.written === 'before the server existed',
+        CONVERGENCE_DEADLINE_MS + PULSE_SECONDS * 1000,
+        'both writes on both members',
+        () => ({ early: { ...earlyCache }, late: { ...lateCache } }),
+      );
+      const failed = Number(early.getLocalMetrics().cluster.transport.failedConnectAttempts);
+      assert.ok(failed >= 1, `failed first-connection attempts counted: ${failed}`);
+      assert.match(readLog(join(folder, 'early.log')), /connected after \d+ failed attempts/);
+    } finally {
+      await early.shutdown();
+      await late?.shutdown();
+      await server?.stop();
+      rmSync(folder, { recursive: true, force: true });
+    }
+  });
+
   test('stress --transport nats starts a server for the run and stops it afterwards', async () => {
     const network = await prepareNetwork({ transport: 'nats', nodes: 3, natsUrl: undefined });
     const url = network.settings.natsUrl;

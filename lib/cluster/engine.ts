@@ -297,8 +297,20 @@ export class ClusterEngine implements ReplicationSink {
 
   /** Opens the transport, announces this member, and starts the timers. */
   async start(): Promise<void> {
-    await this.options.transport.start((datagram) => this.receive(datagram));
-    if (this.closed) return;
+    const { transport } = this.options;
+    let failure: unknown;
+    try {
+      await transport.start((datagram) => this.receive(datagram));
+    } catch (error) {
+      // A transport that keeps trying (NATS) drops and counts sends until it is up; run as usual
+      // meanwhile, so that the member joins the cluster once it is, with no restart.
+      if (transport.whenConnected === undefined) throw error;
+      failure = error;
+    }
+    if (this.closed) {
+      if (failure !== undefined) throw failure;
+      return;
+    }
     // 'auto' packets follow the interface MTU, which the transport knows only once it is open.
     if (this.options.settings.packetMtu === 'auto') this.codec = this.makeCodec();
     this.started = true;
@@ -307,6 +319,7 @@ export class ClusterEngine implements ReplicationSink {
     this.every(this.timing.heartbeatMs, () => this.heartbeat());
     if (this.timing.pulseMs > 0) this.pulseLater();
     this.scheduleFlush();
+    if (failure !== undefined) throw failure;
   }
 
   /** Flushes what is queued, says BYE, and closes the transport. */

@@ -21,6 +21,14 @@ export class LazyTransport implements Transport {
     return this.inner?.pendingSends ?? 0;
   }
 
+  get maxDatagramBytes(): number | undefined {
+    return this.inner?.maxDatagramBytes;
+  }
+
+  get whenConnected(): Promise<void> | undefined {
+    return this.inner?.whenConnected;
+  }
+
   async start(onDatagram: (datagram: Buffer) => void): Promise<void> {
     this.inner = await this.load();
     await this.inner.start(onDatagram);

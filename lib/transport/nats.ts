@@ -5,6 +5,10 @@
  * server sees only the same (sealed, with a key) bytes. Core NATS is at-most-once, like UDP: the
  * engine's NAKs and anti-entropy repair what an outage loses.
  *
+ * If no server answers at start, start() rejects with an error naming the URL, and the transport keeps
+ * trying every `reconnectTimeWaitMs` in the background ({@link NatsTransport.whenConnected}): a member
+ * started before its server joins the cluster when the server appears, without a restart.
+ *
  * The client keeps reconnecting forever. While it is disconnected, {@link NatsTransport.send} drops the
  * datagram and counts it in `sendErrors` instead of handing it to the client, whose own reconnect
  * buffer has no bound between reconnect attempts.
@@ -47,6 +51,8 @@ export interface NatsTransportStats extends TransportStats {
   reconnects: number;
   /** Asynchronous errors reported by the server (permissions, slow consumer, ...). */
   serverErrors: number;
+  /** First-connection attempts that failed (the one in start() and the background retries after it). */
+  failedConnectAttempts: number;
   /** Exceptions thrown by the datagram handler, caught so that they never reach the client. */
   handlerErrors: number;
 }
@@ -85,7 +91,13 @@ export class NatsTransport implements Transport {
     reconnects: 0,
     serverErrors: 0,
     handlerErrors: 0,
+    failedConnectAttempts: 0,
   };
+  /** Resolves once connected, however late (see the module comment); never rejects. */
+  readonly whenConnected: Promise<void>;
+  private markConnected: () => void = () => {};
+  private retryTimer: TimerHandle | undefined;
+  private firstFailureAt = 0;
 
   private readonly url: string;
   private readonly servers: string[];
@@ -141,6 +153,9 @@ export class NatsTransport implements Transport {
       DEFAULT_NATS_OUTAGE_WARNING_INTERVAL_MS,
     );
     this.description = `nats ${this.url} subject ${this.subject}`;
+    this.whenConnected = new Promise((resolve) => {
+      this.markConnected = resolve;
+    });
   }
 
   /**
@@ -157,8 +172,9 @@ export class NatsTransport implements Transport {
   }
 
   /**
-   * Connects (one bounded attempt per server), subscribes, and resolves once connected. Rejects with
-   * an error naming the URL when no server answers; after that, outages are survived and reported.
+   * Connects (one bounded attempt per server), subscribes, and resolves once connected. When no
+   * server answers it rejects with an error naming the URL, and keeps trying in the background
+   * ({@link whenConnected}); after the first connection, outages are survived and reported.
    */
   async start(onDatagram: (datagram: Buffer) => void): Promise<void> {
     if (this.started) throw new Error(`${this.description}: start() may be called only once`);
@@ -166,24 +182,36 @@ export class NatsTransport implements Transport {
     this.onDatagram = onDatagram;
     let connection: NatsConnection;
     try {
-      connection = await connect({
-        servers: this.servers,
-        name: `mccache ${this.subject}`,
-        timeout: this.connectTimeoutMs,
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: this.reconnectTimeWaitMs,
-        // Detect a silently dead server within ~30 s, not the client's default of minutes.
-        pingInterval: 10_000,
-        maxPingOut: 3,
-      });
+      connection = await this.connectOnce();
     } catch (error) {
-      this.closing = true;
+      this.stats.failedConnectAttempts++;
+      this.firstFailureAt = this.clock.now();
+      this.retryLater();
       throw new Error(
         `Cannot connect to NATS at ${this.url} (MCCACHE_NATS_URL): ${(error as Error).message}. ` +
-          'Is nats-server running and reachable from here?',
+          'Is nats-server running and reachable from here? mccache keeps trying every ' +
+          `${this.reconnectTimeWaitMs} ms and joins the cluster once the server answers.`,
         { cause: error },
       );
     }
+    await this.adopt(connection);
+  }
+
+  private connectOnce(): Promise<NatsConnection> {
+    return connect({
+      servers: this.servers,
+      name: `mccache ${this.subject}`,
+      timeout: this.connectTimeoutMs,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: this.reconnectTimeWaitMs,
+      // Detect a silently dead server within ~30 s, not the client's default of minutes.
+      pingInterval: 10_000,
+      maxPingOut: 3,
+    });
+  }
+
+  /** Takes a fresh connection into use: subscribe, watch its status, and tell whenConnected. */
+  private async adopt(connection: NatsConnection): Promise<void> {
     if (this.closing) {
       await connection.close();
       return;
@@ -194,6 +222,45 @@ export class NatsTransport implements Transport {
     // Echo stays on (the default): like multicast loopback, a member receives its own datagrams.
     connection.subscribe(this.subject, { callback: this.receive });
     await connection.flush();
+    this.markConnected();
+  }
+
+  /** One more first-connection attempt after reconnectTimeWaitMs (unref'd timers: never keeps a process alive). */
+  private retryLater(): void {
+    if (this.closing) return;
+    this.retryTimer = this.clock.setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.closing) return;
+      this.connectOnce()
+        .then(
+          (connection) => {
+            const seconds = ((this.clock.now() - this.firstFailureAt) / 1000).toFixed(1);
+            if (!this.closing) {
+              this.warn(
+                `${this.description}: connected after ${this.stats.failedConnectAttempts} failed attempts (${seconds} s)`,
+              );
+            }
+            return this.adopt(connection);
+          },
+          (error: Error) => {
+            this.stats.failedConnectAttempts++;
+            const elapsed = this.clock.now() - this.firstFailureAt;
+            // One line at the first retry, then one per outage-warning interval, not one per attempt.
+            if (
+              this.stats.failedConnectAttempts === 2 ||
+              elapsed % this.outageWarningIntervalMs < this.reconnectTimeWaitMs
+            ) {
+              this.warn(
+                `${this.description}: still cannot connect after ${Math.round(elapsed / 1000)} s (${error.message}); retrying`,
+              );
+            }
+            this.retryLater();
+          },
+        )
+        .catch((error: Error) =>
+          this.warn(`${this.description}: could not take the late connection into use: ${error.message}`),
+        );
+    }, this.reconnectTimeWaitMs);
   }
 
   /** Publishes one datagram to the cluster's subject. Never throws; dropped while disconnected. */
@@ -225,6 +292,8 @@ export class NatsTransport implements Transport {
     this.closing = true;
     this.outageReminder?.cancel();
     this.outageReminder = undefined;
+    this.retryTimer?.cancel();
+    this.retryTimer = undefined;
     const connection = this.connection;
     this.connection = undefined;
     if (!connection) return;

@@ -34,6 +34,12 @@ export interface Transport {
    */
   readonly maxDatagramBytes?: number | undefined;
   /**
+   * Set by a transport that keeps trying after its start() failed (NATS while no server answers):
+   * resolves once it is up. The engine then runs as usual meanwhile (sends are dropped and counted
+   * by the transport) and the member joins the cluster when the network appears.
+   */
+  readonly whenConnected?: Promise<void> | undefined;
+  /**
    * Opens the endpoint and starts delivering every received datagram to `onDatagram`, including this
    * process's own (the engine filters by node id). Rejects with a clear error if the endpoint cannot
    * be opened (bad interface address, port in use without reuse, and so on).
