@@ -350,6 +350,13 @@ export class DataOpWriter {
     this.position += 8;
   }
 
+  /** A crc given as a BigInt (entries built elsewhere than the write path), as an 8-byte byte string. */
+  bigCrc(value: bigint): void {
+    this.buffer[this.position++] = 0x48;
+    this.view.setBigUint64(this.position, BigInt.asUintN(64, value));
+    this.position += 8;
+  }
+
   /** Appends raw bytes. */
   bytes(source: Uint8Array): void {
     this.reserve(source.length);
@@ -359,9 +366,34 @@ export class DataOpWriter {
 }
 
 /**
- * Appends one data op at `out.position`: the CBOR array head, op, cache, key, tsm, writer and, for
- * INS/UPD, the crc and the head of `valueLength` value bytes (the caller appends those bytes).
- * Validates like every encoder of data ops (a programming error throws, never a network one).
+ * Appends the start of a data op at `out.position`: the CBOR array head, op, cache, key, tsm and
+ * writer. Returns whether it is a write (INS/UPD), whose crc and value head come next. Validates like
+ * every encoder of data ops (a programming error throws, never a network one) before writing.
+ */
+function writeDataOpStart(
+  out: DataOpWriter,
+  op: number,
+  cache: string,
+  key: string,
+  tsm: number,
+  writer: number,
+): boolean {
+  checkDataOp(tsm, writer, cache, key);
+  out.reserve(64);
+  const isWrite = op === Op.INS || op === Op.UPD;
+  out.buffer[out.position++] = isWrite ? 0x87 : 0x85;
+  out.buffer[out.position++] = op;
+  out.text(cache);
+  out.text(key);
+  out.reserve(32);
+  out.number(tsm);
+  out.head(0, writer);
+  return isWrite;
+}
+
+/**
+ * Appends one data op at `out.position`: everything but the `valueLength` value bytes of an INS/UPD,
+ * which the caller appends. The crc comes as two 32-bit halves, so the write path makes no BigInt.
  */
 export function writeDataOpHead(
   out: DataOpWriter,
@@ -374,17 +406,7 @@ export function writeDataOpHead(
   crcLow: number,
   valueLength: number,
 ): void {
-  checkDataOp(tsm, writer, cache, key);
-  out.reserve(64);
-  const isWrite = op === Op.INS || op === Op.UPD;
-  out.buffer[out.position++] = isWrite ? 0x87 : 0x85;
-  out.buffer[out.position++] = op;
-  out.text(cache);
-  out.text(key);
-  out.reserve(32);
-  out.number(tsm);
-  out.head(0, writer);
-  if (isWrite) {
+  if (writeDataOpStart(out, op, cache, key, tsm, writer)) {
     out.crc(crcHigh, crcLow);
     out.head(2, valueLength);
   }
@@ -430,19 +452,11 @@ function encodeDataOp(entry: WriteEntry | RemoveEntry): Buffer {
 export function encodeDataOpHead(entry: WriteEntry | RemoveEntry): Buffer {
   const writer = dataOpWriter;
   writer.position = 0;
-  const isWrite = entry.op === Op.INS || entry.op === Op.UPD;
-  const [high, low] = isWrite ? crcHalves(entry.crc) : [0, 0];
-  writeDataOpHead(
-    writer,
-    entry.op,
-    entry.cache,
-    entry.key,
-    entry.tsm,
-    entry.writer,
-    high,
-    low,
-    isWrite ? entry.value.length : 0,
-  );
+  if (writeDataOpStart(writer, entry.op, entry.cache, entry.key, entry.tsm, entry.writer)) {
+    const write = entry as WriteEntry;
+    writer.bigCrc(write.crc);
+    writer.head(2, write.value.length);
+  }
   const head = writer.buffer.subarray(0, writer.position);
   writer.position = 0;
   return head;
