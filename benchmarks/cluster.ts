@@ -47,10 +47,13 @@ const REPEATS = QUICK ? 1 : 3;
 const PINGS = 2000;
 const scale = QUICK ? 0.25 : 1;
 /**
- * Ops of the warm-up run before the first clear and the first encrypted measurement: as many as a
- * measured 100 B run, because the per-op CPU kept falling over the first few such runs (JIT tiers,
- * heap sizing) and the first measured run would otherwise carry it.
+ * Warm-up before the first clear and the first encrypted measurement: this many runs of as many ops
+ * as a measured 100 B run. Per-op CPU kept falling over the first three such runs (e.g. writer /
+ * reader 4.9 / 3.2 us, then 3.8 / 2.8, then 2.5 / 2.0): JIT tiers, and the stores' typed arrays and
+ * Maps growing to their working size. The measured runs should see the steady state of a
+ * long-running service, not its first second.
  */
+const WARM_UP_RUNS = 3;
 const WARM_UP_OPS = 60_000 * scale;
 /** Ops per throughput run, sized so that each run lasts about half a second on a 2-core machine. */
 const THROUGHPUT_RUNS = [
@@ -130,7 +133,7 @@ try {
       const cluster = run.encrypted ? encrypted : clear;
       process.stderr.write(` ${run.label}...`);
       if (run === THROUGHPUT_RUNS[0] || run.encrypted) {
-        await replicatedThroughput(cluster, WARM_UP_OPS, 100, 'warm-'); // JIT and sockets
+        for (let i = 0; i < WARM_UP_RUNS; i++) await replicatedThroughput(cluster, WARM_UP_OPS, 100, 'warm-');
       }
       throughput.set(
         run.label,
