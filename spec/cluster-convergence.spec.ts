@@ -157,12 +157,12 @@ describe('convergence under loss, duplication and reordering', () => {
     await cluster.ready();
     cluster.run(50);
     const cache = cluster.nodes[0]!.getCache<string>('c');
-    const valueOf = (i: number) => String.fromCharCode(65 + (i % 26)).repeat(20_000 + i);
-    for (let i = 0; i < 300; i++) cache[`big${i}`] = valueOf(i);
+    const bigValue = (i: number) => String.fromCharCode(65 + (i % 26)).repeat(20_000 + i);
+    for (let i = 0; i < 300; i++) cache[`big${i}`] = bigValue(i);
     assert.notEqual(cluster.runUntilConverged('c', 20_000), undefined);
     const copy = cluster.nodes[2]!.getCache<string>('c');
     let intact = 0;
-    for (let i = 0; i < 300; i++) if (copy[`big${i}`] === valueOf(i)) intact++;
+    for (let i = 0; i < 300; i++) if (copy[`big${i}`] === bigValue(i)) intact++;
     assert.equal(intact, 300);
     for (const node of cluster.nodes) {
       const { dropped, repairsPushed } = node.getLocalMetrics().cluster;

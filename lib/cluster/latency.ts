@@ -19,7 +19,7 @@ export class LatencyHistogram {
   private maximum = 0;
 
   record(ms: number): void {
-    const value = ms < 0 ? 0 : ms;
+    const value = Math.max(ms, 0);
     if (value < 10) this.fine[Math.floor(value * 10)]!++;
     else this.coarse[Math.min(COARSE_BUCKETS - 1, Math.floor(value))]!++;
     this.total++;
