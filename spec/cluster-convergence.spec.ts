@@ -155,7 +155,9 @@ describe('convergence under loss, duplication and reordering', () => {
       settings: { max: 1000, size: 64 * 1024 * 1024 },
     });
     await cluster.ready();
-    cluster.run(50);
+    // Past the join-time sync (a heartbeat after contact) and the first settle round (1 s): a sync
+    // round during the burst would "repair" keys still in flight, and this test is about retransmission.
+    cluster.run(1500);
     const cache = cluster.nodes[0]!.getCache<string>('c');
     const bigValue = (i: number) => String.fromCharCode(65 + (i % 26)).repeat(20_000 + i);
     for (let i = 0; i < 300; i++) cache[`big${i}`] = bigValue(i);

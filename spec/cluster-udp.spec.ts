@@ -320,8 +320,21 @@ describe('cluster on UDP multicast (separate processes, loopback)', () => {
           assert.ok((dropped.self ?? 0) - (was.cluster.dropped.self ?? 0) >= asSelf[i]!);
           assert.equal(m.cluster.dropped['internal-error'], undefined);
           assert.equal(m.transport.handlerErrors, 0);
-          assert.equal(m.cluster.membersJoined, was.cluster.membersJoined, 'no member was made up');
-          assert.equal(m.cluster.members, 2);
+          // No member was made up: everyone known is a real member, and any join is a real member
+          // coming back after it timed out here (a process stalled for seconds on a loaded machine).
+          const counter = (metrics: typeof m, name: string) => Number(metrics.cluster[name] ?? 0);
+          const joins = counter(m, 'membersJoined') - counter(was, 'membersJoined');
+          const departures =
+            counter(m, 'membersTimedOut') -
+            counter(was, 'membersTimedOut') +
+            counter(m, 'membersLeft') -
+            counter(was, 'membersLeft');
+          const realIds = members.filter((_, j) => j !== i).map((member) => member.nodeId);
+          assert.deepEqual([...m.memberIds].sort(), realIds.sort(), 'only real members are known');
+          assert.ok(
+            joins <= departures,
+            `${joins} joins but only ${departures} real members timed out or left`,
+          );
           assert.equal(m.caches.udp?.remoteRejected, was.caches.udp?.remoteRejected);
           if (encrypted) {
             // Nothing forged gets past the HMAC: every reason is one checked before or at it.

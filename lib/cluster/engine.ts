@@ -70,6 +70,11 @@ export interface EngineTiming {
    * sender) would otherwise wait for the next pulse.
    */
   settleSyncMs: number[];
+  /**
+   * Flow control waits only for receivers that reported within this long: a crashed or cut-off
+   * member stops holding the others back well before it is dropped.
+   */
+  flowStaleMs: number;
 }
 
 /** Bounds on everything the network can grow. Each has a drop counter in the metrics. */
@@ -89,6 +94,12 @@ export interface EngineLimits {
   maxPendingSends: number;
   /** Datagrams sent per flush before yielding to the event loop. */
   maxDatagramsPerFlush: number;
+  /**
+   * Flow control: DATA bytes a member may have sent past what its slowest live receiver reported
+   * (as datagrams: this divided by the packet size, at least 16). Keeps a slow receiver's socket
+   * buffer (4 MiB asked for) from overflowing into loss and retransmission storms.
+   */
+  flowWindowBytes: number;
   reassemblyMessagesPerSender: number;
   reassemblyBytesPerSender: number;
   /** Bytes held for all senders together (spoofed sender ids cannot multiply the budget). */
@@ -106,6 +117,7 @@ export const DEFAULT_LIMITS: Readonly<EngineLimits> = Object.freeze({
   maxWindowSpan: 65_536,
   maxPendingSends: 256,
   maxDatagramsPerFlush: 256,
+  flowWindowBytes: 1024 * 1024,
   reassemblyMessagesPerSender: 64,
   reassemblyBytesPerSender: 40 * 1024 * 1024,
   reassemblyBytesTotal: 128 * 1024 * 1024,
@@ -125,6 +137,7 @@ export function defaultTiming(settings: Pick<ClusterSettings, 'pulse'>): EngineT
     newRetryMs: 400,
     newRetries: 4,
     settleSyncMs: [1000, 4000],
+    flowStaleMs: 400,
   };
 }
 
@@ -166,6 +179,10 @@ export interface EngineCounters {
   /** Seqs given up on because the sender no longer held them (anti-entropy repairs them). */
   unrecoverable: number;
   queueDropped: number;
+  /** Times the flush came to a stop at the slowest receiver's full flow-control window. */
+  flowBlocked: number;
+  /** Progress reports (ACKs) sent early, when a sender's stream advanced, rather than on the heartbeat. */
+  progressReports: number;
   /** Ops that could not be encoded (a bug if ever non-zero); logged. */
   encodeErrors: number;
   membersJoined: number;
@@ -189,6 +206,10 @@ interface Member {
   controlRecent: Set<number>;
   /** How far it has our DATA stream (from its ACKs); -1 until it tells us. */
   hasOurs: number;
+  /** When it last told us (clock ms); flow control ignores stale reports. */
+  hasOursAt: number;
+  /** How far we had its DATA stream when we last reported (ACK): it waits for our progress. */
+  reportedContiguous: number;
 }
 
 interface PendingQuery {
@@ -207,6 +228,8 @@ export function nodeIdHex(id: number): string {
 
 /** Seqs are u32 on the wire; well before wrapping, a member takes a fresh identity. */
 const SEQ_ROTATE_AT = 0xfff0_0000;
+/** While the flow-control window is closed, the flush looks again this often (besides on every ACK). */
+const FLOW_RETRY_MS = 5;
 const CONTROL_REPLAY_WINDOW = 256;
 /** How many departed member ids are remembered (oldest forgotten first). */
 const DEPARTED_MEMORY = 1024;
@@ -225,6 +248,8 @@ export class ClusterEngine implements ReplicationSink {
     duplicates: 0,
     unrecoverable: 0,
     queueDropped: 0,
+    flowBlocked: 0,
+    progressReports: 0,
     encodeErrors: 0,
     membersJoined: 0,
     membersLeft: 0,
@@ -487,9 +512,12 @@ export class ClusterEngine implements ReplicationSink {
       }
       this.counters.opsSent++;
     };
+    // Flow control: how many more DATA datagrams the slowest live receiver has room for.
+    const allowance = everything ? Number.POSITIVE_INFINITY : this.flowAllowance();
     const busy = () =>
       !everything &&
       (datagrams >= this.limits.maxDatagramsPerFlush ||
+        datagrams >= allowance ||
         transport.pendingSends >= this.limits.maxPendingSends);
 
     if (this.pendingOther.length > 0) {
@@ -515,15 +543,47 @@ export class ClusterEngine implements ReplicationSink {
       used = outbox.lastEnd;
     }
     emit();
-    if (outbox.size > 0 || this.pendingOther.length > 0) {
+    const waiting = outbox.size > 0 || this.pendingOther.length > 0;
+    const flowWaiting = waiting && datagrams >= allowance;
+    if (flowWaiting && !this.flowWaiting) this.counters.flowBlocked++;
+    this.flowWaiting = flowWaiting;
+    if (waiting) {
       // Let the OS drain; a timer rather than setImmediate so a saturated socket does not spin.
-      const timer = this.options.clock.setTimeout(() => {
-        this.timers.delete(timer);
-        this.scheduleFlush();
-      }, 1);
+      // Held by the window, the ACK that opens it flushes at once; the timer is only a fallback
+      // (a report lost, or a receiver's reports going stale).
+      const timer = this.options.clock.setTimeout(
+        () => {
+          this.timers.delete(timer);
+          this.scheduleFlush();
+        },
+        flowWaiting ? FLOW_RETRY_MS : 1,
+      );
       this.timers.add(timer);
     }
   }
+
+  /** The last flush stopped at the flow-control window; an ACK that opens it flushes again. */
+  private flowWaiting = false;
+
+  /** DATA datagrams the window allows now: the slowest fresh report decides; unlimited if none. */
+  private flowAllowance(): number {
+    const now = this.options.clock.now();
+    let slowest = Number.POSITIVE_INFINITY;
+    for (const member of this.members.values()) {
+      if (
+        member.hasOurs >= 0 &&
+        now - member.hasOursAt <= this.timing.flowStaleMs &&
+        member.hasOurs < slowest
+      ) {
+        slowest = member.hasOurs;
+      }
+    }
+    if (slowest === Number.POSITIVE_INFINITY) return slowest;
+    return Math.max(0, this.windowDatagrams - (this.nextSeq - 1 - slowest));
+  }
+
+  /** The flow-control window in datagrams, for the current packet size. */
+  private windowDatagrams = 16;
 
   private scratch: Buffer | undefined;
   private scratchMessage(size: number): Buffer {
@@ -613,6 +673,7 @@ export class ClusterEngine implements ReplicationSink {
   }
 
   private makeCodec(): FrameCodec {
+    this.windowDatagrams = Math.max(16, Math.floor(this.limits.flowWindowBytes / this.packetBytes()));
     return new FrameCodec({
       clusterId: this.clusterId,
       sender: this.nodeIdValue,
@@ -666,7 +727,10 @@ export class ClusterEngine implements ReplicationSink {
       if (member && !this.plausibleData(member, header)) return;
       if (header.fragmentCount > 1) {
         // A lone fragment cannot be validated; reassembly bounds what it can hold.
-        if (member && !this.acceptData(member, header)) return;
+        if (member) {
+          if (!this.acceptData(member, header)) return;
+          this.noteProgress(member);
+        }
         message = this.reassembly.add(header, payload);
         if (!message) return;
       }
@@ -687,7 +751,10 @@ export class ClusterEngine implements ReplicationSink {
     const now = this.options.clock.now();
     member.lastHeard = now;
     if (header.kind === FrameKind.Data) {
-      if (header.fragmentCount === 1 && !this.acceptData(member, header)) return;
+      if (header.fragmentCount === 1) {
+        if (!this.acceptData(member, header)) return;
+        this.noteProgress(member);
+      }
     } else if (!this.acceptControl(member, header)) {
       return;
     }
@@ -762,6 +829,8 @@ export class ClusterEngine implements ReplicationSink {
       controlHighest: 0,
       controlRecent: new Set(),
       hasOurs: -1,
+      hasOursAt: 0,
+      reportedContiguous: -1,
     };
     this.members.set(id, member);
     this.counters.membersJoined++;
@@ -910,9 +979,16 @@ export class ClusterEngine implements ReplicationSink {
       if (now - member.lastHeard > this.timing.memberTimeoutMs) this.removeMember(member.id, 'timed out');
     }
     this.reassembly.expire();
+    this.sendAck();
+  }
+
+  /** An ACK: our stream's extent, and how far we have every member's (STABLE and flow control). */
+  private sendAck(): void {
     const received: Array<[number, number]> = [];
     for (const member of this.members.values()) {
-      if (member.window) received.push([member.id, member.window.contiguous]);
+      if (!member.window) continue;
+      member.reportedContiguous = member.window.contiguous;
+      received.push([member.id, member.window.contiguous]);
     }
     this.sendControl([
       {
@@ -923,6 +999,28 @@ export class ClusterEngine implements ReplicationSink {
       },
     ]);
   }
+
+  /**
+   * After DATA from a sender: once our contiguous point in its stream has moved a quarter of the
+   * flow-control window past what we last reported, report (ACK) without waiting for the heartbeat.
+   * A retransmission that fills a gap moves it at once, so a sender held at its window by a loss
+   * resumes a round trip after the repair, not at the next heartbeat.
+   */
+  private noteProgress(member: Member): void {
+    const window = member.window;
+    if (!window || this.reportScheduled) return;
+    if (window.contiguous - member.reportedContiguous < Math.max(4, this.windowDatagrams >> 2)) return;
+    this.reportScheduled = true;
+    // After the rest of this turn's datagrams, so that one ACK covers them all.
+    this.defer(() => {
+      this.reportScheduled = false;
+      if (this.closed) return;
+      this.counters.progressReports++;
+      this.sendAck();
+    });
+  }
+
+  private reportScheduled = false;
 
   private onAck(member: Member, entry: Extract<Entry, { op: typeof Op.ACK }>): void {
     const span = this.limits.maxWindowSpan;
@@ -953,7 +1051,10 @@ export class ClusterEngine implements ReplicationSink {
       if (node === this.nodeIdValue) {
         // The latest report, not the maximum: one bogus report must not free frames for good.
         member.hasOurs = Math.min(contiguous, this.nextSeq - 1);
+        member.hasOursAt = this.options.clock.now();
         this.releaseStable();
+        // The window may have opened: send what waits (the flush checks the window again).
+        if (this.flowWaiting) this.scheduleFlush();
       }
     }
   }

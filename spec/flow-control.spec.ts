@@ -1,0 +1,107 @@
+/**
+ * Flow control: a sender stays within a window of DATA datagrams past what its slowest live receiver
+ * has reported, so a slow receiver's socket buffer is not flooded into loss and retransmission
+ * storms; receivers report progress by volume, not only on the heartbeat; and a receiver that stops
+ * reporting (crashed, cut off) stops holding the others back after flowStaleMs. In-memory network,
+ * virtual clock.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { SimulatedCluster } from './helpers/simulated-cluster.js';
+
+/** 64 KiB window at 1472-byte packets: 44 datagrams. */
+const WINDOW_BYTES = 64 * 1024;
+const WINDOW_DATAGRAMS = Math.floor(WINDOW_BYTES / 1472);
+
+function cluster(seed: number, delayMs: number): SimulatedCluster {
+  return new SimulatedCluster({
+    members: 3,
+    seed,
+    faults: { delayMs, jitterMs: 0 },
+    settings: { max: 100_000, size: 256 * 1024 * 1024 },
+    limits: { flowWindowBytes: WINDOW_BYTES },
+  });
+}
+
+/** Writes `count` distinct 100-byte values on member 0 in one burst. */
+function burst(sim: SimulatedCluster, count: number): void {
+  const cache = sim.nodes[0]!.getCache<string>('flow');
+  for (let i = 0; i < count; i++) cache[`k${i}`] = `${i}`.padEnd(100, '.');
+}
+
+describe('flow control', () => {
+  test('a sender stays within the window of its slowest receiver, and everything still arrives', async () => {
+    // 20 ms each way: a report takes at least 40 ms to come back after the datagrams it covers.
+    const sim = cluster(3, 20);
+    try {
+      await sim.ready();
+      for (const node of sim.nodes) node.getCache('flow');
+      sim.run(1500); // members meet; join-time syncs are done
+      const writer = sim.endpoints[0]!;
+      const before = writer.stats.sent;
+      burst(sim, 20_000); // about 1800 datagrams of 1472 bytes
+      sim.run(100);
+      const sentIn100ms = writer.stats.sent - before;
+      // At most a window per 40 ms round trip, plus the window itself and some control traffic.
+      assert.ok(
+        sentIn100ms <= WINDOW_DATAGRAMS * 5,
+        `sent ${sentIn100ms} datagrams in 100 ms with a window of ${WINDOW_DATAGRAMS}`,
+      );
+      assert.ok(sentIn100ms >= WINDOW_DATAGRAMS, `but it did send: ${sentIn100ms}`);
+      const metrics = sim.nodes[0]!.getLocalMetrics().cluster;
+      assert.ok(metrics.flowBlocked > 0, 'flushes stopped at the window');
+      assert.ok(
+        sim.nodes.slice(1).some((node) => node.getLocalMetrics().cluster.progressReports > 0),
+        'receivers reported progress by volume',
+      );
+      assert.notEqual(sim.runUntilConverged('flow', 30_000), undefined, 'everything arrived');
+      assert.equal(Object.keys(sim.nodes[2]!.getCache('flow')).length, 20_000);
+      assert.equal(metrics.retransmits, 0, 'no loss, so nothing to resend');
+    } finally {
+      await sim.shutdown();
+    }
+  });
+
+  test('without delay the window costs nothing: the burst goes out at once', async () => {
+    const sim = cluster(4, 0.05);
+    try {
+      await sim.ready();
+      for (const node of sim.nodes) node.getCache('flow');
+      sim.run(1500);
+      burst(sim, 20_000);
+      assert.notEqual(sim.runUntilConverged('flow', 2000), undefined);
+    } finally {
+      await sim.shutdown();
+    }
+  });
+
+  test('a receiver cut off from the sender stops holding it back after flowStaleMs', async () => {
+    const sim = cluster(5, 1);
+    try {
+      await sim.ready();
+      for (const node of sim.nodes) node.getCache('flow');
+      sim.run(1500);
+      const [writer, reader, cutOff] = sim.endpoints as [
+        (typeof sim.endpoints)[0],
+        (typeof sim.endpoints)[0],
+        (typeof sim.endpoints)[0],
+      ];
+      sim.network.partition([writer, reader], [cutOff]);
+      const before = writer.stats.sent;
+      burst(sim, 20_000);
+      sim.run(1000); // well past flowStaleMs (400 ms), well before the member timeout (5 s)
+      const sent = writer.stats.sent - before;
+      assert.ok(sent > 1500, `the writer went on without the silent member: ${sent} datagrams`);
+      const live = [sim.nodes[0]!, sim.nodes[1]!];
+      assert.notEqual(
+        sim.runUntilConverged('flow', 2000, live),
+        undefined,
+        'the reachable member has it all',
+      );
+      sim.network.heal();
+      assert.notEqual(sim.runUntilConverged('flow', 30_000), undefined, 'and after the heal, everyone');
+    } finally {
+      await sim.shutdown();
+    }
+  });
+});
