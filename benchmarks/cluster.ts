@@ -43,7 +43,7 @@ const BLAST_MS = QUICK ? 300 : 600;
  * Each throughput figure is the median of this many runs, printed with their range: the machine is
  * shared, and one run disturbed by another tenant can collapse into a retransmission storm.
  */
-const REPEATS = QUICK ? 1 : 3;
+const REPEATS = QUICK ? 1 : 5;
 const PINGS = 2000;
 const scale = QUICK ? 0.25 : 1;
 /**
