@@ -85,19 +85,20 @@ describe('Outbox', () => {
 
   test('a burst on a few hot keys costs one op per key, overwriting the newest record in place', () => {
     const outbox = new Outbox(roomy);
-    for (let i = 1; i <= 1000; i++) addWrite(outbox, 'counter', i, `${i}`);
-    assert.equal(outbox.size, 1);
+    // Stamps of the same CBOR width (1000-1999), so every version of the op has the same size.
+    addWrite(outbox, 'counter', 1001, '1');
     const oneRecord = outbox.bytes;
+    for (let i = 2; i <= 999; i++) addWrite(outbox, 'counter', 1000 + i, `${i % 10}`);
+    assert.equal(outbox.size, 1);
+    assert.equal(outbox.bytes, oneRecord, 'the newest record was overwritten in place, 999 times');
     for (let i = 1001; i <= 2000; i++) {
-      addWrite(outbox, 'counter', i, `${i}`);
+      addWrite(outbox, 'counter', 1000 + i, `${i}`);
       addWrite(outbox, 'sum', i, `${i * 2}`);
       addWrite(outbox, 'max', i, `${i * 3}`);
     }
     assert.equal(outbox.size, 3);
-    assert.ok(
-      outbox.bytes < oneRecord * 3 + 2000 * 80,
-      'superseded records do not pile up beyond the dead ones',
-    );
+    // Every rewrite replaced a queued op: 998 in place, then 1000 + 999 + 999 interleaved.
+    assert.equal(outbox.coalesced, 998 + 2998);
     assert.ok(!addWrite(outbox, 'sum', 5, 'older'), 'an older version than the queued one is ignored');
     const { sent } = drain(outbox);
     assert.deepEqual(
@@ -142,6 +143,50 @@ describe('Outbox', () => {
     assert.equal(sent.length, 50);
     assert.equal(sent.find((s) => s.key === 'k3')!.value, 'newer');
     assert.ok(addWrite(outbox, 'late', 300, 'x'), 'room again after the drain');
+  });
+
+  test('while coalescing, keys already taken are new again, and compaction keeps every key its own record', () => {
+    // Small bounds: coalescing starts after 8 records, compaction runs soon after.
+    const outbox = new Outbox({ maxOps: 8, maxBytes: 4096 });
+    for (let i = 0; i < 8; i++) addWrite(outbox, `k${i}`, 100 + i, `v${i}`);
+    assert.ok(!addWrite(outbox, 'k8', 108, 'v8'), 'full: coalescing starts and the new key is dropped');
+    // A partial drain takes k0..k2.
+    const message = Buffer.alloc(4096);
+    const first = outbox.takeInto(message, 0, 3 * (outbox.nextSize() + 2));
+    assert.equal(first, 3);
+    assert.ok(addWrite(outbox, 'k8', 109, 'v8'), 'room again for a new key');
+    // Rewrites of taken keys are new ops; they must not supersede (or be refused by) other records.
+    assert.ok(addWrite(outbox, 'k0', 200, 'k0-newer'));
+    assert.ok(addWrite(outbox, 'k1', 50, 'k1-older-than-sent'));
+    // A rewrite of a key still queued supersedes it, even with the outbox full.
+    assert.ok(addWrite(outbox, 'k4', 300, 'k4-newer'));
+    const { sent } = drain(outbox);
+    const byKey = new Map(sent.map((op) => [op.key, op.value]));
+    assert.deepEqual([...byKey.keys()].sort(), ['k0', 'k1', 'k3', 'k4', 'k5', 'k6', 'k7', 'k8']);
+    assert.equal(byKey.get('k0'), 'k0-newer');
+    assert.equal(byKey.get('k1'), 'k1-older-than-sent');
+    assert.equal(byKey.get('k3'), 'v3', 'k3 was not taken for k0 after renumbering');
+    assert.equal(byKey.get('k4'), 'k4-newer');
+    assert.equal(sent.length, 8, 'one op per key');
+    assert.equal(outbox.size, 0);
+    assert.equal(outbox.nextSize(), 0);
+  });
+
+  test('after heavy coalescing with compaction, size matches what is left to send', () => {
+    const outbox = new Outbox({ maxOps: 50, maxBytes: 8192 });
+    const message = Buffer.alloc(512);
+    let expected = 0;
+    for (let round = 0; round < 40; round++) {
+      for (let i = 0; i < 30; i++)
+        addWrite(outbox, `k${(round * 7 + i) % 60}`, round * 100 + i + 1, `${round}`.padEnd(40, '.'));
+      outbox.takeInto(message, 0, 512);
+      expected = outbox.size;
+      assert.ok(outbox.size >= 0 && outbox.size <= 50, `size ${outbox.size}`);
+      assert.ok(outbox.bytes <= 8192 + 8192 / 4 + 200, `log ${outbox.bytes} bytes`);
+    }
+    const { sent } = drain(outbox, 512);
+    assert.equal(sent.length, expected, 'size counted exactly the ops still to send');
+    assert.equal(new Set(sent.map((op) => op.key)).size, sent.length, 'one op per key');
   });
 
   test('keeps its log within maxBytes, even when one key is rewritten many times', () => {

@@ -167,8 +167,9 @@ function readUint32(bytes: Uint8Array, at: number): number {
  */
 export const SHORT_HASH_LIMIT = 12;
 
-const LOW_HALF = endianness() === 'LE' ? 0 : 1;
-const HIGH_HALF = 1 - LOW_HALF;
+/** Index of the low (and high) 32-bit word of a 64-bit value viewed as a Uint32Array, on this machine. */
+export const LOW_HALF = endianness() === 'LE' ? 0 : 1;
+export const HIGH_HALF = 1 - LOW_HALF;
 
 /**
  * XXH64 (seed 0) of an input shorter than 32 bytes, equal to the codec's crcOf,

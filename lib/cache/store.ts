@@ -20,7 +20,13 @@ import type { CacheSettings, CallbackContext } from '../config.js';
 import type { Log } from '../log.js';
 import { MAX_KEY_LENGTH } from '../wire/ops.js';
 import { crcHex, crcOf, decodeValue, encodeValue } from '../wire/value-codec.js';
-import { encodeSimpleValue, SHORT_HASH_LIMIT, xxhash64Short } from './simple-encoding.js';
+import {
+  encodeSimpleValue,
+  HIGH_HALF,
+  LOW_HALF,
+  SHORT_HASH_LIMIT,
+  xxhash64Short,
+} from './simple-encoding.js';
 import {
   ApplyOutcome,
   type CacheCounters,
@@ -352,9 +358,17 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     this.noteChange();
     const sink = this.context.sink;
     if (sink !== undefined) {
-      // crcHalves holds each crc as [low, high] 32-bit words (little-endian, as BigUint64Array lays it out).
+      // crcHalves views each crc as two 32-bit words, in the machine's byte order.
       const halves = this.crcHalves;
-      sink.localChange(this.name, kind, key, tsm, halves[2 * slot + 1]!, halves[2 * slot]!, encoded);
+      sink.localChange(
+        this.name,
+        kind,
+        key,
+        tsm,
+        halves[2 * slot + HIGH_HALF]!,
+        halves[2 * slot + LOW_HALF]!,
+        encoded,
+      );
     }
     if (this.entryCount > this.maxEntries || this.totalBytes > this.maxBytes) this.enforceLimits();
   }

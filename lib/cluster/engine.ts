@@ -22,7 +22,14 @@ import { AUTO_PACKET_CAP, type ClusterSettings, ETHERNET_PACKET_BYTES } from '..
 import type { Log } from '../log.js';
 import type { Transport } from '../transport/transport.js';
 import { Fernet } from '../wire/fernet.js';
-import { FrameCodec, type FrameHeader, FrameKind, MAX_MESSAGE_BYTES, peekSender } from '../wire/frame.js';
+import {
+  FrameCodec,
+  type FrameHeader,
+  FrameKind,
+  MAX_MESSAGE_BYTES,
+  MIN_MTU,
+  peekSender,
+} from '../wire/frame.js';
 import { crcHalves, decodeEntries, type Entry, encodeEntry, Op } from '../wire/ops.js';
 import { Reassembly } from '../wire/reassembly.js';
 import { hash32 } from '../wire/value-codec.js';
@@ -210,6 +217,8 @@ interface Member {
   hasOursAt: number;
   /** How far we had its DATA stream when we last reported (ACK): it waits for our progress. */
   reportedContiguous: number;
+  /** DATA bytes accepted from it since we last reported. */
+  bytesSinceReport: number;
 }
 
 interface PendingQuery {
@@ -533,7 +542,14 @@ export class ClusterEngine implements ReplicationSink {
       if (size > budget) {
         // One large op: a message of its own, fragmented (the view stays valid: nothing is added meanwhile).
         emit();
-        datagrams += this.sendData(outbox.takeOne()!);
+        const op = outbox.takeOne()!;
+        if (size > MAX_MESSAGE_BYTES) {
+          // A value at the 16 MiB cap with a very long key; never throw from here.
+          this.counters.encodeErrors++;
+          this.options.log.error('an op is larger than a message can be; not sent', { bytes: size });
+          continue;
+        }
+        datagrams += this.sendData(op);
         this.counters.opsSent++;
         continue;
       }
@@ -547,20 +563,25 @@ export class ClusterEngine implements ReplicationSink {
     const flowWaiting = waiting && datagrams >= allowance;
     if (flowWaiting && !this.flowWaiting) this.counters.flowBlocked++;
     this.flowWaiting = flowWaiting;
-    if (waiting) {
+    if (waiting && this.retryTimer === undefined) {
       // Let the OS drain; a timer rather than setImmediate so a saturated socket does not spin.
       // Held by the window, the ACK that opens it flushes at once; the timer is only a fallback
-      // (a report lost, or a receiver's reports going stale).
+      // (a report lost, or a receiver's reports going stale). One such timer at a time.
       const timer = this.options.clock.setTimeout(
         () => {
           this.timers.delete(timer);
+          this.retryTimer = undefined;
           this.scheduleFlush();
         },
         flowWaiting ? FLOW_RETRY_MS : 1,
       );
+      this.retryTimer = timer;
       this.timers.add(timer);
     }
   }
+
+  /** The pending retry of a flush that left work behind, if any. */
+  private retryTimer: TimerHandle | undefined;
 
   /** The last flush stopped at the flow-control window; an ACK that opens it flushes again. */
   private flowWaiting = false;
@@ -669,7 +690,10 @@ export class ClusterEngine implements ReplicationSink {
     const setting = this.options.settings.packetMtu;
     if (setting !== 'auto') return setting;
     const carried = this.options.transport.maxDatagramBytes;
-    return carried === undefined ? ETHERNET_PACKET_BYTES : Math.min(carried, AUTO_PACKET_CAP);
+    // An interface below the protocol's minimum (576) still gets the minimum: IP fragments it.
+    return carried === undefined
+      ? ETHERNET_PACKET_BYTES
+      : Math.max(MIN_MTU, Math.min(carried, AUTO_PACKET_CAP));
   }
 
   private makeCodec(): FrameCodec {
@@ -729,7 +753,7 @@ export class ClusterEngine implements ReplicationSink {
         // A lone fragment cannot be validated; reassembly bounds what it can hold.
         if (member) {
           if (!this.acceptData(member, header)) return;
-          this.noteProgress(member);
+          this.noteProgress(member, datagram.length);
         }
         message = this.reassembly.add(header, payload);
         if (!message) return;
@@ -753,7 +777,7 @@ export class ClusterEngine implements ReplicationSink {
     if (header.kind === FrameKind.Data) {
       if (header.fragmentCount === 1) {
         if (!this.acceptData(member, header)) return;
-        this.noteProgress(member);
+        this.noteProgress(member, datagram.length);
       }
     } else if (!this.acceptControl(member, header)) {
       return;
@@ -831,6 +855,7 @@ export class ClusterEngine implements ReplicationSink {
       hasOurs: -1,
       hasOursAt: 0,
       reportedContiguous: -1,
+      bytesSinceReport: 0,
     };
     this.members.set(id, member);
     this.counters.membersJoined++;
@@ -986,6 +1011,7 @@ export class ClusterEngine implements ReplicationSink {
   private sendAck(): void {
     const received: Array<[number, number]> = [];
     for (const member of this.members.values()) {
+      member.bytesSinceReport = 0;
       if (!member.window) continue;
       member.reportedContiguous = member.window.contiguous;
       received.push([member.id, member.window.contiguous]);
@@ -1006,10 +1032,16 @@ export class ClusterEngine implements ReplicationSink {
    * A retransmission that fills a gap moves it at once, so a sender held at its window by a loss
    * resumes a round trip after the repair, not at the next heartbeat.
    */
-  private noteProgress(member: Member): void {
+  private noteProgress(member: Member, bytes: number): void {
     const window = member.window;
+    member.bytesSinceReport += bytes;
     if (!window || this.reportScheduled) return;
-    if (window.contiguous - member.reportedContiguous < Math.max(4, this.windowDatagrams >> 2)) return;
+    // Bytes, because the sender's window is counted at its packet size, which may differ from ours;
+    // and our contiguous point, because a repaired gap moves it without many new bytes.
+    const due =
+      member.bytesSinceReport >= this.limits.flowWindowBytes / 4 ||
+      window.contiguous - member.reportedContiguous >= Math.max(4, this.windowDatagrams >> 2);
+    if (!due) return;
     this.reportScheduled = true;
     // After the rest of this turn's datagrams, so that one ACK covers them all.
     this.defer(() => {

@@ -97,12 +97,17 @@ export class Outbox {
       // Reclaim taken and superseded records when that frees a good share of the budget.
       if (this.log.position + valueLength > maxBytes && this.wasteBytes() >= maxBytes / 4) this.compact();
       id = `${cache}\0${key}`;
-      const queued = this.index.get(id);
+      let queued = this.index.get(id);
+      // The index is kept exact (takes and compaction update it); the check costs little and makes
+      // sure a wrong entry could never mark another key's record superseded.
+      if (queued !== undefined && !this.isQueued(queued, cache, key)) queued = undefined;
       if (queued !== undefined) {
         if (isNewerOrSame(this.tsms[queued]!, this.writers[queued]!, tsm, writer)) return false;
         superseded = queued;
-      }
-      if ((queued === undefined && this.liveCount >= maxOps) || this.log.position + valueLength > maxBytes) {
+      } else if (this.liveCount >= maxOps || this.log.position + valueLength > maxBytes) {
+        // A new key finds the outbox full. (A newer version of a queued key is always taken: the
+        // record it supersedes is reclaimed by the next compaction, so the log stays within
+        // maxBytes plus a quarter plus one op.)
         this.dropped++;
         return false;
       }
@@ -189,6 +194,7 @@ export class Outbox {
       position += runEnd - runStart;
       copied += next - this.taken;
       this.liveCount -= next - this.taken;
+      this.unindex(this.taken, next);
       this.taken = next;
     }
     this.lastEnd = position;
@@ -208,6 +214,7 @@ export class Outbox {
     if (this.taken >= this.count) return undefined;
     const record = this.taken++;
     this.liveCount--;
+    this.unindex(record, record + 1);
     // No reset or compaction here (see nextSize): they would move the bytes under the view.
     return this.log.buffer.subarray(this.starts[record]!, this.endOf(record));
   }
@@ -215,6 +222,27 @@ export class Outbox {
   /** Drops everything queued (counted by the caller, e.g. when a clear makes it moot). */
   clear(): void {
     this.reset();
+  }
+
+  /** True if `record` is a live, not yet taken record of (cache, key). */
+  private isQueued(record: number, cache: string, key: string): boolean {
+    return (
+      record >= this.taken &&
+      record < this.count &&
+      this.states[record] === LIVE &&
+      this.keys[record] === key &&
+      this.caches[record] === cache
+    );
+  }
+
+  /** Forgets the index entries of records [from, to) just taken (only while coalescing). */
+  private unindex(from: number, to: number): void {
+    const index = this.index;
+    if (index === undefined) return;
+    for (let record = from; record < to; record++) {
+      const id = `${this.caches[record]}\0${this.keys[record]}`;
+      if (index.get(id) === record) index.delete(id);
+    }
   }
 
   /** Bytes before the first record still to send, plus superseded ones: what compaction frees. */
@@ -279,6 +307,7 @@ export class Outbox {
   /** Moves the live records to the front of the log, and renumbers them (and the index). */
   private compact(): void {
     const buffer = this.log.buffer;
+    if (this.index !== undefined) this.index = new Map();
     let write = 0;
     let kept = 0;
     for (let record = this.taken; record < this.count; record++) {

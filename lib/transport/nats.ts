@@ -221,8 +221,10 @@ export class NatsTransport implements Transport {
     void this.watchStatus(connection.status());
     // Echo stays on (the default): like multicast loopback, a member receives its own datagrams.
     connection.subscribe(this.subject, { callback: this.receive });
-    await connection.flush();
     this.markConnected();
+    // The subscription reaches the server with this round trip; a failure here is a lost
+    // connection, which the status watcher reports and the client repairs.
+    await connection.flush().catch(() => {});
   }
 
   /** One more first-connection attempt after reconnectTimeWaitMs (unref'd timers: never keeps a process alive). */
