@@ -89,11 +89,13 @@ async function median<T>(
 
 const startedAt = Date.now();
 console.log(`started: ${describeMachine()}`);
-const members = await startMembers(Math.max(...CLUSTER_SIZES));
 const cryptoKey = generateFernetKey();
 const rawByReceivers = new Map<number, Ranged<RawBlastResult>>();
 const figures: ClusterFigures[] = [];
 
+// The raw table's processes; each cluster size then gets fresh ones, so that no measurement inherits
+// the heap, the JIT state or the socket history of another.
+let members = await startMembers(Math.max(...RAW_RECEIVERS) + 1);
 try {
   // Raw multicast rate to 1..4 receivers: the ceiling for any protocol on this machine.
   for (const receivers of RAW_RECEIVERS) {
@@ -112,7 +114,9 @@ try {
   }
 
   for (const processes of CLUSTER_SIZES) {
-    const group = members.slice(0, processes);
+    await stopMembers(members);
+    members = await startMembers(processes);
+    const group = members;
     const [writer, ...readers] = group as [Member, ...Member[]];
     process.stderr.write(`cluster of ${processes}: raw latency...`);
 
