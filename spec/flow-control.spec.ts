@@ -13,14 +13,21 @@ import { SimulatedCluster } from './helpers/simulated-cluster.js';
 const WINDOW_BYTES = 64 * 1024;
 const WINDOW_DATAGRAMS = Math.floor(WINDOW_BYTES / 1472);
 
-function cluster(seed: number, delayMs: number): SimulatedCluster {
+function cluster(seed: number, delayMs: number, loss = 0, flowWindowBytes = WINDOW_BYTES): SimulatedCluster {
   return new SimulatedCluster({
     members: 3,
     seed,
-    faults: { delayMs, jitterMs: 0 },
+    faults: { delayMs, jitterMs: 0, loss },
     settings: { max: 100_000, size: 256 * 1024 * 1024 },
-    limits: { flowWindowBytes: WINDOW_BYTES },
+    limits: { flowWindowBytes },
   });
+}
+
+/** Members meet and their join-time syncs are over (a sync during the burst would repair in-flight keys). */
+async function settled(sim: SimulatedCluster): Promise<void> {
+  await sim.ready();
+  for (const node of sim.nodes) node.getCache('flow');
+  sim.run(1500);
 }
 
 /** Writes `count` distinct 100-byte values on member 0 in one burst. */
@@ -34,9 +41,7 @@ describe('flow control', () => {
     // 20 ms each way: a report takes at least 40 ms to come back after the datagrams it covers.
     const sim = cluster(3, 20);
     try {
-      await sim.ready();
-      for (const node of sim.nodes) node.getCache('flow');
-      sim.run(1500); // members meet; join-time syncs are done
+      await settled(sim);
       const writer = sim.endpoints[0]!;
       const before = writer.stats.sent;
       burst(sim, 20_000); // about 1800 datagrams of 1472 bytes
@@ -64,17 +69,9 @@ describe('flow control', () => {
 
   test('on a fast network the window costs nothing: the burst converges as soon as without it', async () => {
     const convergedAfter = async (flowWindowBytes: number) => {
-      const sim = new SimulatedCluster({
-        members: 3,
-        seed: 4,
-        faults: { delayMs: 0.05, jitterMs: 0 },
-        settings: { max: 100_000, size: 256 * 1024 * 1024 },
-        limits: { flowWindowBytes },
-      });
+      const sim = cluster(4, 0.05, 0, flowWindowBytes);
       try {
-        await sim.ready();
-        for (const node of sim.nodes) node.getCache('flow');
-        sim.run(1500);
+        await settled(sim);
         burst(sim, 20_000);
         const after = sim.runUntilConverged('flow', 5000);
         assert.notEqual(after, undefined);
@@ -89,17 +86,9 @@ describe('flow control', () => {
   });
 
   test('under loss, a window held by a gap reopens once the retransmission fills it', async () => {
-    const sim = new SimulatedCluster({
-      members: 3,
-      seed: 6,
-      faults: { delayMs: 1, jitterMs: 0, loss: 0.05 },
-      settings: { max: 100_000, size: 256 * 1024 * 1024 },
-      limits: { flowWindowBytes: WINDOW_BYTES },
-    });
+    const sim = cluster(6, 1, 0.05);
     try {
-      await sim.ready();
-      for (const node of sim.nodes) node.getCache('flow');
-      sim.run(1500);
+      await settled(sim);
       burst(sim, 20_000);
       // 1800 datagrams through a 44-datagram window with 5% loss: stalls on gaps are repaired by
       // NAKs and resends within milliseconds, not by heartbeats (200 ms) or anti-entropy.
@@ -117,9 +106,7 @@ describe('flow control', () => {
   test('a receiver cut off from the sender stops holding it back after flowStaleMs', async () => {
     const sim = cluster(5, 1);
     try {
-      await sim.ready();
-      for (const node of sim.nodes) node.getCache('flow');
-      sim.run(1500);
+      await settled(sim);
       const [writer, reader, cutOff] = sim.endpoints as [
         (typeof sim.endpoints)[0],
         (typeof sim.endpoints)[0],
