@@ -57,7 +57,7 @@ export interface ClusterSettings {
   multicastHops: number;
   /**
    * Largest datagram (UDP payload bytes) mccache sends, or `'auto'`: the multicast interface's MTU
-   * minus 28 bytes of IP and UDP headers, at most {@link AUTO_PACKET_CAP}; 1472 when the MTU cannot be
+   * minus 28 bytes of IP and UDP headers, at most 16384; 1472 when the MTU cannot be
    * read or the transport is unicast or NATS.
    */
   packetMtu: number | 'auto';
