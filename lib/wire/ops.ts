@@ -682,13 +682,13 @@ function readOptionalText(maxLength: number): string | null {
   return readText(maxLength);
 }
 
-function readBytes(): Buffer {
+function readBytes(): Uint8Array {
   readHead();
   if (major !== 2) misshapen();
   // A view, not a copy: the store decodes the value and keeps only the decoded result, and the
   // value codec copies any binary it decodes (copyBuffers), so nothing cached pins the datagram.
-  // A view costs a fraction of a copy on this hot path.
-  const bytes = Buffer.from(source.buffer, source.byteOffset + position, argument);
+  // A plain Uint8Array view costs half of a Buffer view on this hot path.
+  const bytes = new Uint8Array(source.buffer, source.byteOffset + position, argument);
   position += argument;
   return bytes;
 }

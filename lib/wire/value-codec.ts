@@ -73,6 +73,13 @@ export function decodeValueByCborX(bytes: Uint8Array): unknown {
 const NOT_SIMPLE = Symbol('not a simple value');
 
 /**
+ * The memory of the last text decoded, and a Buffer over all of it (see decodeSimpleValue). Holds on
+ * to one datagram's memory (or one pool slab) until the next text from other memory: bounded.
+ */
+let textMemory: ArrayBufferLike | undefined;
+let textBuffer: Buffer = Buffer.alloc(0);
+
+/**
  * The receive path's fast lane, the mirror of the write path's encodeSimpleValue: text strings,
  * integers within 32 bits, float64, booleans, null and undefined, decoded without cbor-x (whose
  * per-call setup costs more than decoding a 100-byte string). Gives exactly what cbor-x gives, or
@@ -96,8 +103,14 @@ function decodeSimpleValue(bytes: Uint8Array): unknown {
       textBytes = (bytes[1]! << 8) | bytes[2]!;
     } else if (info > 23) return NOT_SIMPLE;
     if (start + textBytes !== length) return NOT_SIMPLE;
-    const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, length);
-    const text = buffer.toString('utf8', start, length);
+    // The values of one datagram are views of one ArrayBuffer: one Buffer over it serves them all.
+    const memory = bytes.buffer;
+    if (memory !== textMemory) {
+      textMemory = memory;
+      textBuffer = Buffer.from(memory);
+    }
+    const offset = bytes.byteOffset;
+    const text = textBuffer.toString('utf8', offset + start, offset + length);
     return text.indexOf('\uFFFD') === -1 ? text : NOT_SIMPLE;
   }
   if (major === 0 || major === 1) {
