@@ -330,13 +330,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     }
     if (slot === undefined) {
       kind = ChangeKind.Insert;
-      if (this.tombstones.size > 0) this.tombstones.delete(key);
-      slot = this.takeSlot();
-      this.slots.set(key, slot);
-      this.keyList[slot] = key;
-      this.lkpList[slot] = 0;
-      this.entryCount++;
-      this.inserts++;
+      slot = this.insertKey(key);
       this.linkLast(slot);
     } else {
       kind = ChangeKind.Update;
@@ -599,13 +593,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
       this.totalBytes -= this.sizeList[slot]!;
       this.updates++;
     } else {
-      if (this.tombstones.size > 0) this.tombstones.delete(key);
-      slot = this.takeSlot();
-      this.slots.set(key, slot);
-      this.keyList[slot] = key;
-      this.lkpList[slot] = 0;
-      this.entryCount++;
-      this.inserts++;
+      slot = this.insertKey(key);
     }
     this.valueList[slot] = value;
     this.tsmList[slot] = tsm;
@@ -902,6 +890,18 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
   }
 
   /** Links a remotely written entry by version, walking back from the tail (usually 0-1 steps). */
+  /** A slot for a new key (any tombstone of it goes): indexed and counted, not yet linked or filled. */
+  private insertKey(key: string): number {
+    if (this.tombstones.size > 0) this.tombstones.delete(key);
+    const slot = this.takeSlot();
+    this.slots.set(key, slot);
+    this.keyList[slot] = key;
+    this.lkpList[slot] = 0;
+    this.entryCount++;
+    this.inserts++;
+    return slot;
+  }
+
   private linkInOrder(slot: number): void {
     const tsm = this.tsmList[slot]!;
     const writer = this.writerList[slot]!;
