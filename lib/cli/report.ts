@@ -531,37 +531,27 @@ export function renderHtml(result: StressResult): string {
     .filter((e) => e.kind !== 'membership' && e.kind !== 'loss')
     .map((e) => ({ x: e.t / 1000, label: `${e.kind}${e.member ? ` ${e.member}` : ''}` }));
   const markers = [...faultMarkers, { x: loadSeconds, label: 'load stopped' }];
-  const throughput: Series[] = names.map((name) => ({
-    name: `node ${name}`,
-    points: ratesOf(result.timeline[name] ?? [], 'ops'),
-  }));
-  const throughputChart = lineChart({
-    title: 'Throughput (workload ops per second)',
-    xLabel: 'seconds since the load started',
-    yLabel: 'ops/s',
-    series: [...throughput, { name: 'all members', points: sumSeries(throughput) }],
-    markers,
-  });
-  const retransmitChart = lineChart({
-    title: 'Retransmissions per second (answers to NAKs)',
-    xLabel: 'seconds since the load started',
-    yLabel: 'datagrams/s',
-    series: names.map((name) => ({
-      name: `node ${name}`,
-      points: ratesOf(result.timeline[name] ?? [], 'retransmits'),
-    })),
-    markers,
-  });
-  const queueChart = lineChart({
-    title: 'Queued ops waiting to be sent',
-    xLabel: 'seconds since the load started',
-    yLabel: 'ops',
-    series: names.map((name) => ({
-      name: `node ${name}`,
-      points: (result.timeline[name] ?? []).map((p) => [p.t / 1000, p.queuedOps] as [number, number]),
-    })),
-    markers: [{ x: loadSeconds, label: 'load stopped' }],
-  });
+  // The time charts: one series per member, against seconds since the load started.
+  const perNode = (pointsOf: (timeline: TimelinePoint[]) => Array<[number, number]>): Series[] =>
+    names.map((name) => ({ name: `node ${name}`, points: pointsOf(result.timeline[name] ?? []) }));
+  const timeChart = (title: string, yLabel: string, series: Series[], chartMarkers = markers) =>
+    lineChart({ title, xLabel: 'seconds since the load started', yLabel, series, markers: chartMarkers });
+  const throughput = perNode((timeline) => ratesOf(timeline, 'ops'));
+  const throughputChart = timeChart('Throughput (workload ops per second)', 'ops/s', [
+    ...throughput,
+    { name: 'all members', points: sumSeries(throughput) },
+  ]);
+  const retransmitChart = timeChart(
+    'Retransmissions per second (answers to NAKs)',
+    'datagrams/s',
+    perNode((timeline) => ratesOf(timeline, 'retransmits')),
+  );
+  const queueChart = timeChart(
+    'Queued ops waiting to be sent',
+    'ops',
+    perNode((timeline) => timeline.map((p) => [p.t / 1000, p.queuedOps] as [number, number])),
+    [{ x: loadSeconds, label: 'load stopped' }],
+  );
   const latencyChart = lineChart({
     title: 'Replication latency distribution (cumulative)',
     xLabel: 'latency, ms, logarithmic (write on one member to apply on this one)',
