@@ -25,10 +25,7 @@ import { LRUCache } from 'lru-cache';
 import NodeCache from 'node-cache';
 import { Bench } from 'tinybench';
 import { type Cache, storeOf } from '../lib/cache/proxy.js';
-import { CacheRegistry } from '../lib/cache/registry.js';
-import { HybridLogicalClock, SystemClock } from '../lib/clock.js';
-import { cacheSettingsOf, DEFAULTS } from '../lib/config.js';
-import { silentLog } from '../lib/log.js';
+import { standaloneCache } from './helpers/standalone-cache.js';
 
 const KEYS = 10_000;
 const BLOCK = 1000;
@@ -58,19 +55,7 @@ interface Contender {
 }
 
 function mccacheProxy(): Cache<unknown> {
-  const clock = new SystemClock();
-  const registry = new CacheRegistry(
-    {
-      clock,
-      hlc: new HybridLogicalClock(clock),
-      nodeId: 1,
-      log: silentLog,
-      tombstoneTtlMs: 60_000,
-      maxTombstones: MAX,
-    },
-    { ...cacheSettingsOf(DEFAULTS), ttl: TTL_SECONDS, max: MAX, size: 2 ** 30 },
-  );
-  return registry.cache<unknown>('bench');
+  return standaloneCache<unknown>('bench', { ttl: TTL_SECONDS, max: MAX, size: 2 ** 30 }, MAX);
 }
 
 const contenders: Contender[] = [

@@ -17,10 +17,7 @@ import { execFileSync } from 'node:child_process';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { LRUCache } from 'lru-cache';
-import { CacheRegistry } from '../lib/cache/registry.js';
-import { HybridLogicalClock, SystemClock } from '../lib/clock.js';
-import { cacheSettingsOf, DEFAULTS } from '../lib/config.js';
-import { silentLog } from '../lib/log.js';
+import { standaloneCache } from './helpers/standalone-cache.js';
 
 const SIZES = [100_000, 1_000_000];
 const CONTENDERS = ['mccache', 'lru-cache', 'Map'] as const;
@@ -48,19 +45,7 @@ function keyOf(i: number): string {
 /** A container of the given kind, as a function that stores one entry. */
 function makeContainer(contender: ContenderName, entries: number): (key: string, value: number) => void {
   if (contender === 'mccache') {
-    const clock = new SystemClock();
-    const registry = new CacheRegistry(
-      {
-        clock,
-        hlc: new HybridLogicalClock(clock),
-        nodeId: 1,
-        log: silentLog,
-        tombstoneTtlMs: 60_000,
-        maxTombstones: 16,
-      },
-      { ...cacheSettingsOf(DEFAULTS), max: entries, size: 2 ** 40, ttl: 3600 },
-    );
-    const cache = registry.cache<number>('memory');
+    const cache = standaloneCache<number>('memory', { max: entries, size: 2 ** 40, ttl: 3600 }, 16);
     return (key, value) => {
       cache[key] = value;
     };
