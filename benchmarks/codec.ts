@@ -2,7 +2,8 @@
  * The wire codec end to end: INS ops with 100-byte values, batched into datagrams.
  * - encode + frame: encodeEntry of each op, greedy batching up to maxFragmentPayload, fragment,
  *   toDatagram (clear, then sealed with Fernet);
- * - open + decode: fromDatagram of each datagram, decodeEntries of each payload (strictly validated).
+ * - open + decode: fromDatagram of each datagram, decodeMessage of each payload into reused columns,
+ *   as the engine does (strictly validated; keys and cache names become strings, values stay bytes).
  * Peers measured in the same run on the same ops: JSON.stringify/parse of one JSON array per
  * datagram-sized batch (value as base64, crc as hex: JSON has no bytes or u64), and raw cbor-x
  * encode/decode of the same op objects (default options, no framing, no validation).
@@ -16,7 +17,7 @@ import { Decoder, Encoder } from 'cbor-x';
 import { Bench } from 'tinybench';
 import { Fernet, generateFernetKey } from '../lib/wire/fernet.js';
 import { FrameCodec, FrameKind } from '../lib/wire/frame.js';
-import { decodeEntries, encodeEntry, Op, type WriteEntry } from '../lib/wire/ops.js';
+import { DecodedMessage, decodeMessage, encodeEntry, Op, type WriteEntry } from '../lib/wire/ops.js';
 
 const OPS = 2000;
 const VALUE_BYTES = 100;
@@ -67,14 +68,16 @@ function encodeAndFrame(codec: FrameCodec): Buffer[] {
   return datagrams;
 }
 
+const decodedMessage = new DecodedMessage();
 function openAndDecode(codec: FrameCodec, datagrams: readonly Buffer[]): number {
   let decoded = 0;
   for (const datagram of datagrams) {
     const frame = codec.fromDatagram(datagram);
     if (!frame.ok) throw new Error(`frame dropped: ${frame.reason}`);
-    const entries = decodeEntries(frame.payload);
-    if (!entries.ok) throw new Error(`payload refused: ${entries.reason}`);
-    decoded += entries.entries.length;
+    const rejection = decodeMessage(frame.payload, decodedMessage);
+    if (rejection !== undefined) throw new Error(`payload refused: ${rejection}`);
+    decoded += decodedMessage.count;
+    decodedMessage.release();
   }
   return decoded;
 }

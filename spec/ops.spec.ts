@@ -3,7 +3,9 @@ import { describe, test } from 'node:test';
 import { Decoder, Encoder } from 'cbor-x';
 import fc from 'fast-check';
 import {
+  DecodedMessage,
   decodeEntries,
+  decodeMessage,
   type Entry,
   encodeDataOpHead,
   encodeEntries,
@@ -16,7 +18,7 @@ import {
   MAX_RESULT_DEPTH,
   Op,
 } from '../lib/wire/ops.js';
-import { decodeValue, encodeValue } from '../lib/wire/value-codec.js';
+import { decodeValue, decodeValueAt, encodeValue } from '../lib/wire/value-codec.js';
 
 const SEED = 20_260_301;
 
@@ -423,5 +425,79 @@ describe('encodeDataOpHead', () => {
     assert.deepEqual(Buffer.concat([head, write.value]), Buffer.from(encodeEntry(write)));
     const removal = { op: Op.DEL, cache: 'users', key: 'u:42', tsm: 5, writer: 9 } as const;
     assert.deepEqual(Buffer.from(encodeDataOpHead(removal)), Buffer.from(encodeEntry(removal)));
+  });
+});
+
+describe("DecodedMessage (the receive path's columns)", () => {
+  const write = (key: string, value: unknown, writer = 7): Entry => ({
+    op: Op.UPD,
+    cache: 'c',
+    key,
+    tsm: 1_000 + key.length,
+    writer,
+    crc: 0x0123_4567_89ab_cdefn,
+    // Decoded values are plain Uint8Array views; encodeValue gives a Buffer.
+    value: Uint8Array.from(encodeValue(value)),
+  });
+
+  test('data ops land in columns, other entries as objects, in message order', () => {
+    const entries: Entry[] = [
+      write('a', 'alpha'),
+      { op: Op.DEL, cache: 'c', key: 'gone', tsm: 9, writer: 3 },
+      { op: Op.RST, cache: null, tsm: 10, writer: 3, target: 0 },
+      write('b', { nested: [1, 2] }),
+    ];
+    const payload = encodeEntries(entries);
+    const message = new DecodedMessage();
+    assert.equal(decodeMessage(payload, message), undefined);
+    assert.equal(message.count, 4);
+    assert.deepEqual([...message.op.subarray(0, 4)], [Op.UPD, Op.DEL, 0, Op.UPD]);
+    assert.deepEqual(message.control[2], entries[2]);
+    assert.equal(message.control[0], undefined);
+    assert.equal(message.key[1], 'gone');
+    assert.equal(message.crcHigh[0], 0x0123_4567);
+    assert.equal(message.crcLow[0], 0x89ab_cdef);
+    assert.equal(decodeValueAt(message.source, message.valueStart[0]!, message.valueLength[0]!), 'alpha');
+    assert.deepEqual(decodeValueAt(message.source, message.valueStart[3]!, message.valueLength[3]!), {
+      nested: [1, 2],
+    });
+    for (let i = 0; i < 4; i++) assert.deepEqual(message.entryAt(i), entries[i]);
+  });
+
+  test('the columns grow for a large message, are reused, and give back the datagram and their excess', () => {
+    const many = Array.from({ length: 10_000 }, (_, i) => write(`k${i}`, i));
+    const message = new DecodedMessage();
+    assert.equal(decodeMessage(encodeEntries(many), message), undefined);
+    assert.equal(message.count, 10_000);
+    assert.equal(message.key[9_999], 'k9999');
+    assert.equal(
+      decodeValueAt(message.source, message.valueStart[9_999]!, message.valueLength[9_999]!),
+      9_999,
+    );
+    message.release();
+    assert.equal(message.source.length, 0, 'no datagram is kept');
+    assert.equal(message.key.length, 0, 'no key string is kept');
+    assert.ok(
+      message.op.length <= 4096,
+      `columns shrink back after a large message, got ${message.op.length}`,
+    );
+    assert.equal(decodeMessage(encodeEntries([write('again', true)]), message), undefined);
+    assert.equal(message.count, 1);
+    assert.equal(message.key[0], 'again');
+  });
+
+  test('a payload refused part-way leaves nothing to apply', () => {
+    const good = encodeEntries([write('a', 1), write('b', 2)]);
+    const message = new DecodedMessage();
+    const truncated = good.subarray(0, good.length - 1);
+    assert.equal(decodeMessage(truncated, message), 'decode');
+    assert.equal(message.count, 0);
+    assert.equal(message.source.length, 0);
+    const misshapen = Buffer.concat([
+      good,
+      rawEntry(Op.UPD, 'c', 'k', 1, 2, Buffer.alloc(7), Buffer.from([1])),
+    ]);
+    assert.equal(decodeMessage(misshapen, message), 'shape');
+    assert.equal(message.count, 0);
   });
 });

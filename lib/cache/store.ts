@@ -18,8 +18,8 @@
 import { type Clock, type HybridLogicalClock, hlcToMillis, millisToHlc } from '../clock.js';
 import type { CacheSettings, CallbackContext } from '../config.js';
 import type { Log } from '../log.js';
-import { MAX_KEY_LENGTH } from '../wire/ops.js';
-import { crcHex, crcOf, decodeValue, encodeValue } from '../wire/value-codec.js';
+import { crcHalves, MAX_KEY_LENGTH } from '../wire/ops.js';
+import { crcHex, crcOf, decodeValueAt, encodeValue } from '../wire/value-codec.js';
 import {
   encodeSimpleValue,
   HIGH_HALF,
@@ -468,25 +468,45 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
    * callbackWin is changed.
    */
   applyRemote(change: RemoteChange, repair = false): ApplyOutcome {
+    const encoded = change.encoded;
+    let memory: Buffer | undefined;
+    let crcHigh = 0;
+    let crcLow = 0;
+    if (encoded instanceof Uint8Array) {
+      memory = Buffer.isBuffer(encoded)
+        ? encoded
+        : Buffer.from(encoded.buffer, encoded.byteOffset, encoded.length);
+      [crcHigh, crcLow] = crcHalves(change.crc ?? crcOf(encoded));
+    }
     return this.applyRemoteOp(
       change.kind,
       change.key,
       change.tsm,
       change.writer,
-      change.crc,
-      change.encoded,
+      crcHigh,
+      crcLow,
+      memory,
+      0,
+      encoded?.length ?? 0,
       repair,
     );
   }
 
-  /** {@link applyRemote} with the change's fields as arguments: the receive path makes no object per op. */
+  /**
+   * {@link applyRemote} with the change's fields as arguments, so that the receive path makes no
+   * object, BigInt or view per op: a write's crc comes as its high and low 32 bits, and its encoded
+   * value as `memory[valueStart, valueStart + valueLength)` (the datagram it arrived in).
+   */
   applyRemoteOp(
     kind: ChangeKind,
     key: string,
     tsm: number,
     writer: number,
-    crc: bigint | undefined,
-    encoded: Uint8Array | undefined,
+    crcHigh: number,
+    crcLow: number,
+    memory: Buffer | undefined,
+    valueStart: number,
+    valueLength: number,
     repair = false,
   ): ApplyOutcome {
     const context = this.context;
@@ -514,7 +534,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
         this.remoteStale++;
         return ApplyOutcome.Stale;
       }
-    } else {
+    } else if (this.tombstones.size > 0) {
       const tombstone = this.tombstones.get(key);
       if (tombstone !== undefined && !isNewer(tsm, writer, tombstone.tsm, tombstone.writer)) {
         this.remoteStale++;
@@ -522,7 +542,19 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
       }
     }
     if (kind === ChangeKind.Insert || kind === ChangeKind.Update) {
-      return this.applyRemoteWrite(key, tsm, writer, crc, encoded, slot, now, repair);
+      return this.applyRemoteWrite(
+        key,
+        tsm,
+        writer,
+        crcHigh,
+        crcLow,
+        memory,
+        valueStart,
+        valueLength,
+        slot,
+        now,
+        repair,
+      );
     }
     if (kind !== ChangeKind.Delete && kind !== ChangeKind.Evict) {
       this.remoteRejected++;
@@ -555,24 +587,27 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     key: string,
     tsm: number,
     writer: number,
-    remoteCrc: bigint | undefined,
-    encoded: Uint8Array | undefined,
+    crcHigh: number,
+    crcLow: number,
+    memory: Buffer | undefined,
+    valueStart: number,
+    valueLength: number,
     slot: number | undefined,
     now: number,
     repair: boolean,
   ): ApplyOutcome {
     if (slot === undefined && this.currentSettings.mode === 0) return ApplyOutcome.NotHeld;
     if (this.ttlMs > 0 && hlcToMillis(tsm) + this.ttlMs <= now) return ApplyOutcome.Expired;
-    if (!(encoded instanceof Uint8Array)) {
+    if (!Buffer.isBuffer(memory)) {
       this.remoteRejected++;
       return ApplyOutcome.Rejected;
     }
-    const bytes = utf8Length(key) + encoded.length;
+    const bytes = utf8Length(key) + valueLength;
     let value: V;
     try {
       if (bytes > this.maxBytes)
         throw new EntryTooLargeError(`${bytes} bytes exceed the size limit ${this.maxBytes}`);
-      value = decodeValue(encoded) as V;
+      value = decodeValueAt(memory, valueStart, valueLength) as V;
     } catch (error) {
       this.remoteRejected++;
       if (this.context.log.warnOn) {
@@ -582,13 +617,13 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
       }
       return ApplyOutcome.Rejected;
     }
-    const crc = remoteCrc ?? crcOf(encoded);
     if (this.currentSettings.freeze) deepFreeze(value);
+    const callback = this.currentSettings.callback;
     let lkp = 0;
     let previousCrc: bigint | undefined;
     if (slot !== undefined) {
       lkp = this.lkpList[slot]!;
-      previousCrc = this.crcList[slot]!;
+      if (callback !== undefined) previousCrc = this.crcList[slot]!;
       this.unlink(slot);
       this.totalBytes -= this.sizeList[slot]!;
       this.updates++;
@@ -599,13 +634,16 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     this.tsmList[slot] = tsm;
     this.writerList[slot] = writer;
     this.sizeList[slot] = bytes;
-    this.crcList[slot] = crc;
+    this.crcHalves[2 * slot + HIGH_HALF] = crcHigh;
+    this.crcHalves[2 * slot + LOW_HALF] = crcLow;
     this.totalBytes += bytes;
     this.linkInOrder(slot);
     this.remoteApplied++;
     this.noteChange();
     if (this.entryCount > this.maxEntries || this.totalBytes > this.maxBytes) this.enforceLimits();
-    if (this.currentSettings.callback !== undefined && lkp > 0 && now - lkp <= this.callbackWinMs) {
+    if (callback !== undefined && lkp > 0 && now - lkp <= this.callbackWinMs) {
+      // The slot may have been evicted by enforceLimits: the crc comes from the arguments.
+      const crc = (BigInt(crcHigh) << 32n) | BigInt(crcLow);
       this.fireCallback(repair ? 'incoherent' : 'update', key, lkp, tsm, now, previousCrc, crc);
     }
     return ApplyOutcome.Applied;

@@ -123,14 +123,21 @@ export interface CacheStoreApi {
   readonly name: string;
   /** Applies a remote change by last-write-wins (tsm, then writer id). Never calls the sink. */
   applyRemote(change: RemoteChange, repair?: boolean): ApplyOutcome;
-  /** The same, with the change's fields as arguments (no object per op on the receive path). */
+  /**
+   * The same, with the change's fields as arguments (no object, BigInt or view per op on the
+   * receive path): a write's crc as its high and low 32 bits, and its encoded value as
+   * `memory[valueStart, valueStart + valueLength)`. A remove passes 0, 0, undefined, 0, 0.
+   */
   applyRemoteOp(
     kind: ChangeKind,
     key: string,
     tsm: number,
     writer: number,
-    crc: bigint | undefined,
-    encoded: Uint8Array | undefined,
+    crcHigh: number,
+    crcLow: number,
+    memory: Buffer | undefined,
+    valueStart: number,
+    valueLength: number,
     repair?: boolean,
   ): ApplyOutcome;
   /** Removes every entry and tombstone older than (tsm, writer); later remote ops older than it are ignored. */

@@ -30,7 +30,7 @@ import {
   MIN_MTU,
   peekSender,
 } from '../wire/frame.js';
-import { crcHalves, decodeEntries, type Entry, encodeEntry, Op } from '../wire/ops.js';
+import { crcHalves, DecodedMessage, decodeMessage, type Entry, encodeEntry, Op } from '../wire/ops.js';
 import { Reassembly } from '../wire/reassembly.js';
 import { hash32 } from '../wire/value-codec.js';
 import { DIGEST_BUCKETS, digestOf, isNewer, type ListedVersion, versionsInBuckets } from './digest.js';
@@ -227,8 +227,6 @@ interface PendingQuery {
   resolve: (results: Record<string, unknown>) => void;
   timer: TimerHandle;
 }
-
-type DataEntry = Extract<Entry, { op: typeof Op.INS | typeof Op.UPD | typeof Op.DEL | typeof Op.EVT }>;
 
 /** Hex form of a node id, as used in results keyed by node. */
 export function nodeIdHex(id: number): string {
@@ -745,7 +743,7 @@ export class ClusterEngine implements ReplicationSink {
     }
     // Nothing from a frame counts (no member created, no seq marked received) until its payload
     // decodes: on an unkeyed network a forged frame must not shadow the real one with its seq.
-    let member = this.members.get(header.sender);
+    const member = this.members.get(header.sender);
     let message: Buffer | undefined = payload;
     if (header.kind === FrameKind.Data) {
       if (member && !this.plausibleData(member, header)) return;
@@ -762,27 +760,48 @@ export class ClusterEngine implements ReplicationSink {
       this.drop('fragmented-control');
       return;
     }
-    const decoded = decodeEntries(message);
-    if (!decoded.ok) {
-      this.drop(decoded.reason);
-      return;
+    // A nested receive (a transport that delivers from inside a dispatch) decodes into its own.
+    const decoded = this.idleDecoded ?? new DecodedMessage();
+    this.idleDecoded = undefined;
+    try {
+      const rejection = decodeMessage(message, decoded);
+      if (rejection !== undefined) {
+        this.drop(rejection);
+        return;
+      }
+      this.handleMessage(header, decoded, datagram.length);
+    } finally {
+      decoded.release();
+      this.idleDecoded = decoded;
     }
-    member ??= this.memberFor(header.sender);
+  }
+
+  /** The message of a frame, decoded (so the frame is genuine as far as can be told): apply it. */
+  private handleMessage(header: FrameHeader, decoded: DecodedMessage, datagramBytes: number): void {
+    const member = this.memberFor(header.sender);
     if (!member) {
       this.drop('too-many-members');
       return;
     }
     const now = this.options.clock.now();
     member.lastHeard = now;
-    if (header.kind === FrameKind.Data) {
+    const isData = header.kind === FrameKind.Data;
+    if (isData) {
       if (header.fragmentCount === 1) {
         if (!this.acceptData(member, header)) return;
-        this.noteProgress(member, datagram.length);
+        this.noteProgress(member, datagramBytes);
       }
     } else if (!this.acceptControl(member, header)) {
       return;
     }
-    for (const entry of decoded.entries) this.dispatch(member, entry, header.kind, now);
+    const count = decoded.count;
+    this.counters.opsReceived += count;
+    for (let i = 0; i < count; i++) {
+      const control = decoded.control[i];
+      if (control !== undefined) this.dispatch(member, control, header.kind);
+      else if (isData) this.applyData(member, decoded, i, now);
+      else this.drop('data-on-control');
+    }
   }
 
   /** Cheap checks before decoding: a DATA seq already received or implausibly far ahead is dropped. */
@@ -888,16 +907,9 @@ export class ClusterEngine implements ReplicationSink {
     }
   }
 
-  private dispatch(member: Member, entry: Entry, kind: number, now: number): void {
-    this.counters.opsReceived++;
+  /** Handles an entry other than a data op (those are applied from the message's columns). */
+  private dispatch(member: Member, entry: Entry, kind: number): void {
     switch (entry.op) {
-      case Op.INS:
-      case Op.UPD:
-      case Op.DEL:
-      case Op.EVT:
-        if (kind === FrameKind.Data) this.applyData(member, entry, now);
-        else this.drop('data-on-control');
-        return;
       case Op.RST:
         if (kind !== FrameKind.Data) return this.drop('data-on-control');
         if (entry.target !== 0 && entry.target !== this.nodeIdValue) return;
@@ -945,26 +957,33 @@ export class ClusterEngine implements ReplicationSink {
     }
   }
 
-  /** Applies a data op; `now` is the datagram's arrival time (one clock read per datagram). */
-  private applyData(member: Member, entry: DataEntry, now: number): void {
-    const store = this.remoteStore(entry.cache);
+  /** Applies data op `index` of a message; `now` is the datagram's arrival time (one clock read per datagram). */
+  private applyData(member: Member, message: DecodedMessage, index: number, now: number): void {
+    const store = this.remoteStore(message.cache[index]!);
     if (!store) return;
-    const hasValue = entry.op === Op.INS || entry.op === Op.UPD;
+    const tsm = message.tsm[index]!;
+    const writer = message.writer[index]!;
     const outcome = store.applyRemoteOp(
-      entry.op,
-      entry.key,
-      entry.tsm,
-      entry.writer,
-      hasValue ? entry.crc : undefined,
-      hasValue ? entry.value : undefined,
+      message.op[index]! as ChangeKind,
+      message.key[index]!,
+      tsm,
+      writer,
+      message.crcHigh[index]!,
+      message.crcLow[index]!,
+      message.source,
+      message.valueStart[index]!,
+      message.valueLength[index]!,
     );
     // Replication latency of first-hand writes only: not state transfer of writes older than our
     // contact with their writer.
-    const writtenAt = hlcToMillis(entry.tsm);
-    if (outcome === ApplyOutcome.Applied && entry.writer === member.id && writtenAt >= member.firstHeard) {
+    const writtenAt = hlcToMillis(tsm);
+    if (outcome === ApplyOutcome.Applied && writer === member.id && writtenAt >= member.firstHeard) {
       this.latency.record(now - writtenAt);
     }
   }
+
+  /** A decoded message not in use, reused by the next receive. */
+  private idleDecoded: DecodedMessage | undefined = new DecodedMessage();
 
   /** The last store remoteStore() returned, and its name: a datagram names one cache op after op. */
   private lastRemoteName: string | undefined;

@@ -682,17 +682,6 @@ function readOptionalText(maxLength: number): string | null {
   return readText(maxLength);
 }
 
-function readBytes(): Uint8Array {
-  readHead();
-  if (major !== 2) misshapen();
-  // A view, not a copy: the store decodes the value and keeps only the decoded result, and the
-  // value codec copies any binary it decodes (copyBuffers), so nothing cached pins the datagram.
-  // A plain Uint8Array view costs half of a Buffer view on this hot path.
-  const bytes = new Uint8Array(source.buffer, source.byteOffset + position, argument);
-  position += argument;
-  return bytes;
-}
-
 function readCrc(): bigint {
   readHead();
   if (major !== 2 || argument !== 8) misshapen();
@@ -762,34 +751,45 @@ function expectArity(actual: number, expected: number): void {
   if (actual !== expected) misshapen();
 }
 
-function readEntry(): Entry {
+/** The next entry into `message` at `index`: a data op into its columns, any other op as an object. */
+function readEntryInto(message: DecodedMessage, index: number): void {
   readHead();
   if (major !== 4 || argument === 0) misshapen();
   const arity = argument;
   const op = readU32();
+  if (op >= Op.INS && op <= Op.EVT) {
+    const write = op <= Op.UPD;
+    expectArity(arity, write ? 7 : 5);
+    message.op[index] = op;
+    message.cache[index] = readCacheName();
+    message.key[index] = readText(MAX_KEY_LENGTH);
+    message.tsm[index] = readTimestamp();
+    message.writer[index] = readU32();
+    if (write) readWriteTail(message, index);
+    message.control[index] = undefined;
+  } else {
+    message.op[index] = 0;
+    message.control[index] = readControlEntry(op, arity);
+  }
+}
+
+/** A write's crc (as two halves) and the place of its value bytes. */
+function readWriteTail(message: DecodedMessage, index: number): void {
+  readHead();
+  if (major !== 2 || argument !== 8) misshapen();
+  message.crcHigh[index] = sourceView.getUint32(position);
+  message.crcLow[index] = sourceView.getUint32(position + 4);
+  position += 8;
+  readHead();
+  if (major !== 2) misshapen();
+  message.valueStart[index] = position;
+  message.valueLength[index] = argument;
+  position += argument;
+}
+
+/** A control op (or RST) whose array head and op code were just read. */
+function readControlEntry(op: number, arity: number): Entry {
   switch (op) {
-    case Op.INS:
-    case Op.UPD:
-      expectArity(arity, 7);
-      return {
-        op,
-        cache: readCacheName(),
-        key: readText(MAX_KEY_LENGTH),
-        tsm: readTimestamp(),
-        writer: readU32(),
-        crc: readCrc(),
-        value: readBytes(),
-      };
-    case Op.DEL:
-    case Op.EVT:
-      expectArity(arity, 5);
-      return {
-        op,
-        cache: readCacheName(),
-        key: readText(MAX_KEY_LENGTH),
-        tsm: readTimestamp(),
-        writer: readU32(),
-      };
     case Op.RST:
       expectArity(arity, 5);
       return {
@@ -898,32 +898,135 @@ export function isPlainData(value: unknown, depth = 0): boolean {
   }
 }
 
+/** Entries a {@link DecodedMessage} has room for before its columns first grow. */
+const INITIAL_COLUMNS = 256;
+/** Beyond this many entries, a message's columns are given back once it has been handled. */
+const KEPT_COLUMNS = 4096;
+
 /**
- * Decodes a message (a CBOR sequence of entries) received from the network. Never throws:
- * malformed CBOR, or anything beyond plain definite-length untagged CBOR, gives 'decode'; a
- * well-formed item that is not a valid entry (wrong op, arity, type, range or bound) gives
- * 'shape'. Either way the whole payload is refused: nothing of it is applied.
+ * A decoded message for the receive path, reused from message to message: its data ops (INS, UPD,
+ * DEL, EVT) in columns, so that decoding makes no object, BigInt or byte view per op, and its other
+ * entries as objects, all indexed in message order. A value is `source[valueStart, +valueLength)`.
+ * Call {@link DecodedMessage.release} once handled, so it does not keep the datagram alive.
  */
-export function decodeEntries(
-  payload: Uint8Array,
-): { ok: true; entries: Entry[] } | { ok: false; reason: EntriesRejection } {
+export class DecodedMessage {
+  /** Entries decoded. */
+  count = 0;
+  /** The payload the value offsets point into. */
+  source: Buffer = EMPTY;
+  /** Per entry: the data op code, or 0 for an entry in `control`. */
+  op = new Uint8Array(INITIAL_COLUMNS);
+  cache: string[] = [];
+  key: string[] = [];
+  tsm = new Float64Array(INITIAL_COLUMNS);
+  writer = new Uint32Array(INITIAL_COLUMNS);
+  /** A write's crc, as its high and low 32 bits. */
+  crcHigh = new Uint32Array(INITIAL_COLUMNS);
+  crcLow = new Uint32Array(INITIAL_COLUMNS);
+  valueStart = new Uint32Array(INITIAL_COLUMNS);
+  valueLength = new Uint32Array(INITIAL_COLUMNS);
+  /** Per entry: the entry if it is not a data op. */
+  control: Array<Entry | undefined> = [];
+
+  /** Makes room for one more entry at `index`. */
+  reserve(index: number): void {
+    if (index < this.op.length) return;
+    this.resize(this.op.length * 2);
+  }
+
+  /** Drops the references to the datagram and its strings, and oversized columns. */
+  release(): void {
+    this.source = EMPTY;
+    this.cache.length = 0;
+    this.key.length = 0;
+    this.control.length = 0;
+    if (this.op.length > KEPT_COLUMNS) this.resize(INITIAL_COLUMNS);
+  }
+
+  private resize(size: number): void {
+    const kept = Math.min(size, this.op.length);
+    const grow = <T extends Uint8Array | Uint32Array | Float64Array>(old: T, fresh: T): T => {
+      fresh.set(old.subarray(0, kept));
+      return fresh;
+    };
+    this.op = grow(this.op, new Uint8Array(size));
+    this.tsm = grow(this.tsm, new Float64Array(size));
+    this.writer = grow(this.writer, new Uint32Array(size));
+    this.crcHigh = grow(this.crcHigh, new Uint32Array(size));
+    this.crcLow = grow(this.crcLow, new Uint32Array(size));
+    this.valueStart = grow(this.valueStart, new Uint32Array(size));
+    this.valueLength = grow(this.valueLength, new Uint32Array(size));
+  }
+
+  /** The entry at `index` as an object (its value a view of `source`): for tools and tests, not the hot path. */
+  entryAt(index: number): Entry {
+    const op = this.op[index]!;
+    if (op === 0) return this.control[index]!;
+    const common = {
+      cache: this.cache[index]!,
+      key: this.key[index]!,
+      tsm: this.tsm[index]!,
+      writer: this.writer[index]!,
+    };
+    if (op === Op.DEL || op === Op.EVT) return { op, ...common };
+    const start = this.valueStart[index]!;
+    return {
+      op: op as typeof Op.INS | typeof Op.UPD,
+      ...common,
+      crc: (BigInt(this.crcHigh[index]!) << 32n) | BigInt(this.crcLow[index]!),
+      value: new Uint8Array(this.source.buffer, this.source.byteOffset + start, this.valueLength[index]!),
+    };
+  }
+}
+
+/**
+ * Decodes a message (a CBOR sequence of entries) received from the network into `into`. Never
+ * throws: malformed CBOR, or anything beyond plain definite-length untagged CBOR, gives 'decode'; a
+ * well-formed item that is not a valid entry (wrong op, arity, type, range or bound) gives 'shape'.
+ * Either way the whole payload is refused: nothing of it is to be applied (`into.count` is 0).
+ */
+export function decodeMessage(payload: Uint8Array, into: DecodedMessage): EntriesRejection | undefined {
   source = Buffer.isBuffer(payload)
     ? payload
     : Buffer.from(payload.buffer, payload.byteOffset, payload.length);
   sourceView = new DataView(source.buffer, source.byteOffset, source.length);
   position = 0;
   end = source.length;
-  const entries: Entry[] = [];
+  into.source = source;
+  let count = 0;
   try {
-    while (position < end) entries.push(readEntry());
-    return { ok: true, entries };
+    while (position < end) {
+      into.reserve(count);
+      readEntryInto(into, count);
+      count++;
+    }
+    into.count = count;
+    return undefined;
   } catch (error) {
-    if (error === SHAPE_ERROR) return { ok: false, reason: 'shape' };
+    into.count = 0;
+    into.release();
+    if (error === SHAPE_ERROR) return 'shape';
     // DECODE_ERROR, or anything thrown on the way (a RangeError from a read past the end): malformed.
-    return { ok: false, reason: 'decode' };
+    return 'decode';
   } finally {
     // Do not keep the last datagram alive.
     source = EMPTY;
     sourceView = EMPTY_VIEW;
   }
+}
+
+/**
+ * {@link decodeMessage} with every entry as an object (values are views of the payload): for tools
+ * and tests. The engine reads the columns instead.
+ */
+export function decodeEntries(
+  payload: Uint8Array,
+): { ok: true; entries: Entry[] } | { ok: false; reason: EntriesRejection } {
+  const message = new DecodedMessage();
+  const reason = decodeMessage(payload, message);
+  if (reason !== undefined) return { ok: false, reason };
+  const entries = new Array<Entry>(message.count);
+  for (let i = 0; i < message.count; i++) entries[i] = message.entryAt(i);
+  message.release();
+  return { ok: true, entries };
 }

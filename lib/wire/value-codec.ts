@@ -61,8 +61,17 @@ export function encodeValue(value: unknown, key = '?'): Uint8Array {
 
 /** Decodes bytes produced by {@link encodeValue}. Throws on malformed input. */
 export function decodeValue(bytes: Uint8Array): unknown {
-  const simple = decodeSimpleValue(bytes);
-  return simple === NOT_SIMPLE ? valueEncoder.decode(bytes) : simple;
+  const memory = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+  return decodeValueAt(memory, 0, bytes.length);
+}
+
+/**
+ * {@link decodeValue} of `memory[start, start + length)`: the receive path decodes values where they
+ * lie in the datagram, without a view per value.
+ */
+export function decodeValueAt(memory: Buffer, start: number, length: number): unknown {
+  const simple = decodeSimpleValue(memory, start, length);
+  return simple === NOT_SIMPLE ? valueEncoder.decode(memory.subarray(start, start + length)) : simple;
 }
 
 /** @internal cbor-x alone, without the fast lane: the reference the specs compare the fast lane with. */
@@ -73,59 +82,41 @@ export function decodeValueByCborX(bytes: Uint8Array): unknown {
 const NOT_SIMPLE = Symbol('not a simple value');
 
 /**
- * The memory of the last text decoded, and a Buffer over all of it (see decodeSimpleValue). Holds on
- * to one datagram's memory (or one pool slab) until the next text from other memory: bounded.
- */
-let textMemory: ArrayBufferLike | undefined;
-let textBuffer: Buffer = Buffer.alloc(0);
-
-/**
  * The receive path's fast lane, the mirror of the write path's encodeSimpleValue: text strings,
  * integers within 32 bits, float64, booleans, null and undefined, decoded without cbor-x (whose
  * per-call setup costs more than decoding a 100-byte string). Gives exactly what cbor-x gives, or
  * NOT_SIMPLE for anything else, including a text string with bytes after it or whose UTF-8 is not
  * plainly valid (Node turns invalid UTF-8 into U+FFFD; such strings go to cbor-x as before).
  */
-function decodeSimpleValue(bytes: Uint8Array): unknown {
-  const length = bytes.length;
+function decodeSimpleValue(memory: Buffer, start: number, length: number): unknown {
   if (length === 0) return NOT_SIMPLE;
-  const initial = bytes[0]!;
+  const initial = memory[start]!;
   const major = initial >> 5;
   const info = initial & 0x1f;
   if (major === 3) {
-    let start = 1;
+    let head = 1;
     let textBytes = info;
     if (info === 24 && length >= 2) {
-      start = 2;
-      textBytes = bytes[1]!;
+      head = 2;
+      textBytes = memory[start + 1]!;
     } else if (info === 25 && length >= 3) {
-      start = 3;
-      textBytes = (bytes[1]! << 8) | bytes[2]!;
+      head = 3;
+      textBytes = (memory[start + 1]! << 8) | memory[start + 2]!;
     } else if (info > 23) return NOT_SIMPLE;
-    if (start + textBytes !== length) return NOT_SIMPLE;
-    // The values of one datagram are views of one ArrayBuffer: one Buffer over it serves them all.
-    const memory = bytes.buffer;
-    if (memory !== textMemory) {
-      textMemory = memory;
-      textBuffer = Buffer.from(memory);
-    }
-    const offset = bytes.byteOffset;
-    const text = textBuffer.toString('utf8', offset + start, offset + length);
+    if (head + textBytes !== length) return NOT_SIMPLE;
+    const text = memory.toString('utf8', start + head, start + length);
     return text.indexOf('\uFFFD') === -1 ? text : NOT_SIMPLE;
   }
   if (major === 0 || major === 1) {
     let value: number;
     if (info < 24 && length === 1) value = info;
-    else if (info === 24 && length === 2) value = bytes[1]!;
-    else if (info === 25 && length === 3) value = (bytes[1]! << 8) | bytes[2]!;
-    else if (info === 26 && length === 5)
-      value = ((bytes[1]! << 24) >>> 0) + (bytes[2]! << 16) + (bytes[3]! << 8) + bytes[4]!;
+    else if (info === 24 && length === 2) value = memory[start + 1]!;
+    else if (info === 25 && length === 3) value = (memory[start + 1]! << 8) | memory[start + 2]!;
+    else if (info === 26 && length === 5) value = memory.readUInt32BE(start + 1);
     else return NOT_SIMPLE;
     return major === 0 ? value : -1 - value;
   }
-  if (initial === 0xfb && length === 9) {
-    return new DataView(bytes.buffer, bytes.byteOffset, 9).getFloat64(1);
-  }
+  if (initial === 0xfb && length === 9) return memory.readDoubleBE(start + 1);
   if (length === 1) {
     if (initial === 0xf4) return false;
     if (initial === 0xf5) return true;
