@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Decoder, Encoder } from 'cbor-x';
 import fc from 'fast-check';
+import { latin1Text, utf8Text } from '../lib/wire/buffer-text.js';
 import {
   DecodedMessage,
   decodeEntries,
@@ -499,5 +500,20 @@ describe("DecodedMessage (the receive path's columns)", () => {
     ]);
     assert.equal(decodeMessage(misshapen, message), 'shape');
     assert.equal(message.count, 0);
+  });
+});
+
+describe('buffer text (the receive path skips toString dispatch)', () => {
+  test('latin1Text and utf8Text give what toString gives, for any bytes and bounds', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), fc.nat(), fc.nat(), (bytes, a, b) => {
+        const buffer = Buffer.from(bytes);
+        const start = bytes.length === 0 ? 0 : a % bytes.length;
+        const end = start + (bytes.length === 0 ? 0 : b % (bytes.length - start + 1));
+        assert.equal(latin1Text(buffer, start, end), buffer.toString('latin1', start, end));
+        assert.equal(utf8Text(buffer, start, end), buffer.toString('utf8', start, end));
+      }),
+      { seed: SEED, numRuns: 500 },
+    );
   });
 });

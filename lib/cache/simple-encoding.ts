@@ -99,7 +99,9 @@ function encodeIntoScratch(value: unknown): number {
       if (length >= NATIVE_STRING_WRITE_FROM) {
         // ASCII exactly when the UTF-8 is as long as the string: any other character takes 2-4
         // bytes (a lone surrogate 3), and the scratch has room for all of them, so none is cut off.
-        if (textEncoder.encodeInto(value, header === 1 ? afterShortHeader : afterLongHeader).written !== length)
+        if (
+          textEncoder.encodeInto(value, header === 1 ? afterShortHeader : afterLongHeader).written !== length
+        )
           return -1;
       } else {
         for (let i = 0; i < length; i++) {

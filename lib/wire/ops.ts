@@ -16,6 +16,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import { Decoder, Encoder } from 'cbor-x';
+import { latin1Text, utf8Text } from './buffer-text.js';
 
 /** Op codes. Data ops (1-5) travel on the sequenced DATA stream; the rest are control ops. */
 export const Op = {
@@ -630,10 +631,10 @@ function readText(maxLength: number): string {
   }
   let text: string;
   if (ascii) {
-    text = source.toString('latin1', start, stop);
+    text = latin1Text(source, start, stop);
   } else {
     if (!isUtf8(source.subarray(start, stop))) malformed();
-    text = source.toString('utf8', start, stop);
+    text = utf8Text(source, start, stop);
   }
   position = stop;
   if (text.length > maxLength) misshapen();

@@ -8,6 +8,7 @@
  */
 import { Encoder } from 'cbor-x';
 import xxhash from 'xxhash-wasm';
+import { utf8Text } from './buffer-text.js';
 
 const valueEncoder = new Encoder({
   useRecords: true,
@@ -104,7 +105,7 @@ function decodeSimpleValue(memory: Buffer, start: number, length: number): unkno
       textBytes = (memory[start + 1]! << 8) | memory[start + 2]!;
     } else if (info > 23) return NOT_SIMPLE;
     if (head + textBytes !== length) return NOT_SIMPLE;
-    const text = memory.toString('utf8', start + head, start + length);
+    const text = utf8Text(memory, start + head, start + length);
     return text.indexOf('\uFFFD') === -1 ? text : NOT_SIMPLE;
   }
   if (major === 0 || major === 1) {
