@@ -82,6 +82,14 @@ export interface EngineTiming {
    * member stops holding the others back well before it is dropped.
    */
   flowStaleMs: number;
+  /**
+   * Anti-entropy leaves alone a difference whose newer version was written less than this long ago,
+   * after the member that lacks it was first heard: that write is most likely still on its way to it
+   * on the DATA streams (queued, in flight, or being NAKed), and a sync round that lands in a burst
+   * would otherwise push or request keys that are about to arrive. A later round repairs it if it
+   * was lost for good. A writer's clock ahead of ours by more than this does not delay repair.
+   */
+  syncHorizonMs: number;
 }
 
 /** Bounds on everything the network can grow. Each has a drop counter in the metrics. */
@@ -145,6 +153,7 @@ export function defaultTiming(settings: Pick<ClusterSettings, 'pulse'>): EngineT
     newRetries: 4,
     settleSyncMs: [1000, 4000],
     flowStaleMs: 400,
+    syncHorizonMs: 1000,
   };
 }
 
@@ -198,6 +207,8 @@ export interface EngineCounters {
   syncsSent: number;
   repairsPushed: number;
   repairsRequested: number;
+  /** Differences anti-entropy left to the DATA streams, their newer version being still in flight. */
+  repairsDeferred: number;
   stateTransfers: number;
 }
 
@@ -208,6 +219,12 @@ interface Member {
   lastHeard: number;
   /** What we have of its DATA stream; created at first contact. */
   window: ReceiveWindow | undefined;
+  /**
+   * When our copy of its DATA stream last became complete from some point on (window created, or
+   * gaps given up on): its writes stamped since can still come by the stream, older ones only by
+   * anti-entropy.
+   */
+  streamSince: number;
   /** Highest control counter seen, plus recent ones, to drop replayed control frames. */
   controlHighest: number;
   controlRecent: Set<number>;
@@ -264,6 +281,7 @@ export class ClusterEngine implements ReplicationSink {
     syncsSent: 0,
     repairsPushed: 0,
     repairsRequested: 0,
+    repairsDeferred: 0,
     stateTransfers: 0,
   };
   /** Replication latency of first-hand ops (apply time minus write time, ms). */
@@ -827,6 +845,7 @@ export class ClusterEngine implements ReplicationSink {
     if (!member.window) {
       // First contact: earlier seqs predate us and are covered by state transfer.
       member.window = new ReceiveWindow(header.seq - header.fragmentIndex - 1, this.limits.maxWindowSpan);
+      member.streamSince = this.options.clock.now();
     }
     if (!member.window.accept(header.seq)) {
       this.counters.duplicates++;
@@ -869,6 +888,7 @@ export class ClusterEngine implements ReplicationSink {
       firstHeard: this.options.clock.now(),
       lastHeard: this.options.clock.now(),
       window: undefined,
+      streamSince: Number.POSITIVE_INFINITY,
       controlHighest: 0,
       controlRecent: new Set(),
       hasOurs: -1,
@@ -1089,12 +1109,14 @@ export class ClusterEngine implements ReplicationSink {
       }
       window = new ReceiveWindow(entry.highestSeq, span);
       member.window = window;
+      member.streamSince = this.options.clock.now();
     }
     const current = window;
     current.noteHighest(entry.highestSeq);
     if (current.contiguous < entry.lowestRetained - 1 && entry.lowestRetained - 1 <= entry.highestSeq) {
       // The sender no longer holds what we miss: give up on it and let anti-entropy repair.
       this.counters.unrecoverable += current.skipTo(entry.lowestRetained - 1);
+      member.streamSince = this.options.clock.now();
       this.scheduleSync();
     }
     this.watchGaps(member);
@@ -1123,6 +1145,7 @@ export class ClusterEngine implements ReplicationSink {
     if (!window) return;
     if (window.overflowing) {
       this.counters.unrecoverable += window.skipTo(window.highest - this.limits.maxWindowSpan);
+      member.streamSince = this.options.clock.now();
       this.scheduleSync();
     }
     if (window.hasGaps && !this.nakScheduled) {
@@ -1232,8 +1255,13 @@ export class ClusterEngine implements ReplicationSink {
     this.timers.add(timer);
   }
 
-  /** Multicasts the digest of every cache; members that differ answer with details. */
-  private sendSync(): void {
+  /**
+   * Multicasts the digest of every cache; members that differ answer with details. A regular round
+   * (pulse, contact, lost data) allows one recheck round; the recheck itself allows none, so rechecks
+   * never outnumber regular rounds.
+   */
+  private sendSync(regular = true): void {
+    if (regular) this.recheckAllowed = true;
     const entries: Entry[] = [];
     for (const store of this.options.stores.stores()) {
       entries.push({ op: Op.SYC, cache: store.name, buckets: digestOf(store) });
@@ -1283,13 +1311,21 @@ export class ClusterEngine implements ReplicationSink {
     if (!store) return;
     const wanted: string[] = [];
     const toPush: string[] = [];
+    const now = this.options.clock.now();
     for (const [key, tsm, writer, , tombstone] of versions) {
       const mine = store.versionOf(key);
       if (!mine || isNewer(tsm, writer, mine.tsm, mine.writer)) {
+        // Applying a listed tombstone costs no traffic; fetching a value the writer's stream is
+        // still bringing us would.
         if (tombstone) store.applyRemote({ kind: ChangeKind.Delete, key, tsm, writer }, true);
+        else if (this.inFlight(tsm, this.members.get(writer)?.streamSince ?? Infinity, now))
+          this.deferRepair();
         else wanted.push(key);
       } else if (isNewer(mine.tsm, mine.writer, tsm, writer)) {
-        toPush.push(key);
+        // Whether it tracks that writer's stream we cannot tell; from its first contact on it could.
+        // If it does not, it fetches the key itself from the list we send back.
+        if (this.inFlight(mine.tsm, member.firstHeard, now)) this.deferRepair();
+        else toPush.push(key);
       }
     }
     if (wanted.length > 0) {
@@ -1302,6 +1338,37 @@ export class ClusterEngine implements ReplicationSink {
     if (!detail.reply && this.shouldReply(member.id, cache, detail.bucket)) {
       this.sendDetails(member.id, cache, new Set([detail.bucket]), true);
     }
+  }
+
+  /** Whether a deferred repair may schedule a recheck round (see sendSync). */
+  private recheckAllowed = false;
+
+  /**
+   * Leaves a difference to the DATA streams (see inFlight), and makes sure a round looks again once
+   * it is past the horizon: a write lost for good must not wait for the next pulse (minutes) just
+   * because the round that noticed it came too soon, as the one after an unrecoverable gap does.
+   */
+  private deferRepair(): void {
+    this.counters.repairsDeferred++;
+    if (!this.recheckAllowed || this.closed) return;
+    this.recheckAllowed = false;
+    const timer = this.options.clock.setTimeout(() => {
+      this.timers.delete(timer);
+      if (!this.closed) this.sendSync(false);
+    }, this.timing.syncHorizonMs + this.timing.heartbeatMs);
+    this.timers.add(timer);
+  }
+
+  /**
+   * True if a version stamped `tsm` is probably still on its way on the DATA streams: written within
+   * syncHorizonMs of `now` (either side, so a clock far ahead does not defer it), and not before
+   * `since`, from which on the stream that carries it is complete for the member lacking it. Older
+   * writes predate that stream (or fell in a gap given up on), and only a repair brings them.
+   */
+  private inFlight(tsm: number, since: number, now: number): boolean {
+    const writtenAt = hlcToMillis(tsm);
+    const horizon = this.timing.syncHorizonMs;
+    return writtenAt >= since && writtenAt > now - horizon && writtenAt < now + horizon;
   }
 
   private readonly detailReplies = new Map<string, number>();

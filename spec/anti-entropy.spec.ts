@@ -1,0 +1,151 @@
+/**
+ * Anti-entropy and writes in flight: a sync round that lands during a burst sees digests that differ
+ * only because receivers lag, and must leave those keys to the DATA streams (syncHorizonMs) instead
+ * of pushing or fetching them a second time; a write that the streams lost for good is still
+ * repaired by a round once it is older than the horizon. In-memory network, virtual clock.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { McCacheNode } from '../lib/node.js';
+import { SimulatedCluster } from './helpers/simulated-cluster.js';
+
+function cluster(seed: number, options: { syncHorizonMs?: number; maxRetransmitFrames?: number } = {}) {
+  return new SimulatedCluster({
+    members: 3,
+    seed,
+    faults: { delayMs: 20, jitterMs: 0 },
+    // No periodic pulse: the rounds under test are started by hand.
+    settings: { max: 100_000, size: 256 * 1024 * 1024, pulse: 0 },
+    ...(options.syncHorizonMs === undefined ? {} : { timing: { syncHorizonMs: options.syncHorizonMs } }),
+    ...(options.maxRetransmitFrames === undefined
+      ? {}
+      : { limits: { maxRetransmitFrames: options.maxRetransmitFrames } }),
+  });
+}
+
+/** Members meet, and the join-time sync rounds (1 s and 4 s after contact) are over. */
+async function settled(sim: SimulatedCluster): Promise<void> {
+  await sim.ready();
+  for (const node of sim.nodes) node.getCache('ae');
+  sim.run(4500);
+}
+
+function syncRound(node: McCacheNode): void {
+  (node.engine as unknown as { sendSync(): void }).sendSync();
+}
+
+function burst(node: McCacheNode, count: number, prefix = 'k'): void {
+  const cache = node.getCache<string>('ae');
+  for (let i = 0; i < count; i++) cache[`${prefix}${i}`] = `${i}`.padEnd(100, '.');
+}
+
+function repairs(sim: SimulatedCluster): { pushed: number; requested: number; deferred: number } {
+  const total = { pushed: 0, requested: 0, deferred: 0 };
+  for (const node of sim.nodes) {
+    const metrics = node.getLocalMetrics().cluster;
+    total.pushed += metrics.repairsPushed;
+    total.requested += metrics.repairsRequested;
+    total.deferred += metrics.repairsDeferred;
+  }
+  return total;
+}
+
+describe('anti-entropy and writes in flight', () => {
+  test('a sync round during a burst leaves the keys on their way to the streams', async () => {
+    const inBurst = async (syncHorizonMs?: number) => {
+      const sim = cluster(11, syncHorizonMs === undefined ? {} : { syncHorizonMs });
+      try {
+        await settled(sim);
+        burst(sim.nodes[0]!, 20_000);
+        sim.run(60); // the first datagrams have arrived, most of the burst is queued or in flight
+        const held = Object.keys(sim.nodes[1]!.getCache('ae')).length;
+        assert.ok(held > 0 && held < 20_000, `the round lands mid-burst (reader holds ${held})`);
+        syncRound(sim.nodes[1]!);
+        assert.notEqual(sim.runUntilConverged('ae', 30_000), undefined, sim.differences('ae').join(','));
+        assert.equal(Object.keys(sim.nodes[2]!.getCache('ae')).length, 20_000);
+        return repairs(sim);
+      } finally {
+        await sim.shutdown();
+      }
+    };
+    const deferred = await inBurst();
+    assert.equal(deferred.pushed, 0, 'nothing pushed twice');
+    assert.equal(deferred.requested, 0, 'nothing fetched twice');
+    assert.ok(deferred.deferred > 0, 'the round saw the differences and left them to the streams');
+    // Without the horizon, the same round resends keys that were already on their way.
+    const eager = await inBurst(0);
+    assert.ok(eager.pushed + eager.requested > 0, JSON.stringify(eager));
+    assert.equal(eager.deferred, 0);
+  });
+
+  test('a gap the member gave up on is repaired by the next round, not deferred', async () => {
+    // A retransmit buffer of 4 frames: what the cut-off member misses cannot be resent.
+    const sim = cluster(12, { maxRetransmitFrames: 4 });
+    try {
+      await settled(sim);
+      const [writer, reader, cutOff] = sim.endpoints as [
+        (typeof sim.endpoints)[0],
+        (typeof sim.endpoints)[0],
+        (typeof sim.endpoints)[0],
+      ];
+      sim.network.partition([writer, reader], [cutOff]);
+      sim.run(800); // past flowStaleMs: the writer no longer waits for the silent member
+      burst(sim.nodes[0]!, 2000, 'lost');
+      sim.run(300);
+      sim.network.heal();
+      // Heartbeats tell the member that frames it lacks are gone from the writer's buffer.
+      const lacking = sim.nodes[2]!;
+      let waited = 0;
+      while (lacking.getLocalMetrics().cluster.unrecoverable === 0 && waited < 1000) {
+        sim.run(10);
+        waited += 10;
+      }
+      assert.ok(lacking.getLocalMetrics().cluster.unrecoverable > 0, 'the member gave up on a gap');
+      const missing = 2000 - Object.keys(lacking.getCache('ae')).length;
+      assert.ok(missing > 0, 'and lacks writes that retransmission cannot bring');
+      // The writes are well inside the horizon, but they fell in a gap the member gave up on: the
+      // round it schedules for that repairs them at once, with nothing deferred.
+      const after = sim.runUntilConverged('ae', 3000);
+      assert.notEqual(after, undefined, sim.differences('ae').join(','));
+      assert.ok(after! < 800, `repaired ${after} ms later, before any recheck`);
+      const done = repairs(sim);
+      assert.ok(done.requested + done.pushed >= missing, JSON.stringify({ done, missing }));
+      assert.equal(lacking.getLocalMetrics().cluster.repairsDeferred, 0);
+    } finally {
+      await sim.shutdown();
+    }
+  });
+
+  test('a deferred write that never comes is repaired by the recheck round, not left for the pulse', async () => {
+    const sim = cluster(13);
+    try {
+      await settled(sim);
+      const [writer, reader, cutOff] = sim.endpoints as [
+        (typeof sim.endpoints)[0],
+        (typeof sim.endpoints)[0],
+        (typeof sim.endpoints)[0],
+      ];
+      // The write reaches one member; its writer crashes before anyone else could learn of it.
+      sim.network.partition([writer, reader], [cutOff]);
+      sim.nodes[0]!.getCache<string>('ae').orphan = 'only B has it';
+      sim.run(50);
+      await sim.crash(sim.nodes[0]!);
+      sim.network.heal();
+      const [holder, lacking] = sim.nodes as [McCacheNode, McCacheNode];
+      assert.equal(holder.getCache('ae').orphan, 'only B has it');
+      assert.equal(lacking.getCache('ae').orphan, undefined);
+      // A round now sees a fresh write that may still be on its way, and defers it...
+      syncRound(lacking);
+      sim.run(200);
+      assert.ok(repairs(sim).deferred > 0, JSON.stringify(repairs(sim)));
+      assert.equal(lacking.getCache('ae').orphan, undefined);
+      // ...and the recheck it scheduled repairs it once past the horizon (there is no pulse here).
+      const after = sim.runUntilConverged('ae', 3000);
+      assert.notEqual(after, undefined, sim.differences('ae').join(','));
+      assert.ok(after! >= 800, `repaired by the recheck (${after} ms later), not by that round`);
+      assert.equal(lacking.getCache('ae').orphan, 'only B has it');
+    } finally {
+      await sim.shutdown();
+    }
+  });
+});
