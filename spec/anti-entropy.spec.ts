@@ -2,16 +2,20 @@
  * Anti-entropy and writes in flight: a sync round that lands during a burst sees digests that differ
  * only because receivers lag, and must leave those keys to the DATA streams (syncHorizonMs) instead
  * of pushing or fetching them a second time; a write that the streams lost for good is still
- * repaired by a round once it is older than the horizon. In-memory network, virtual clock.
+ * repaired by a round once it is older than the horizon; and a difference is repaired once, by the
+ * member that lacks it fetching it from one holder. In-memory network, virtual clock.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { McCacheNode } from '../lib/node.js';
 import { SimulatedCluster } from './helpers/simulated-cluster.js';
 
-function cluster(seed: number, options: { syncHorizonMs?: number; maxRetransmitFrames?: number } = {}) {
+function cluster(
+  seed: number,
+  options: { syncHorizonMs?: number; maxRetransmitFrames?: number; members?: number } = {},
+) {
   return new SimulatedCluster({
-    members: 3,
+    members: options.members ?? 3,
     seed,
     faults: { delayMs: 20, jitterMs: 0 },
     // No periodic pulse: the rounds under test are started by hand.
@@ -144,6 +148,32 @@ describe('anti-entropy and writes in flight', () => {
       assert.notEqual(after, undefined, sim.differences('ae').join(','));
       assert.ok(after! >= 800, `repaired by the recheck (${after} ms later), not by that round`);
       assert.equal(lacking.getCache('ae').orphan, 'only B has it');
+    } finally {
+      await sim.shutdown();
+    }
+  });
+
+  test('a key that several members hold is fetched once, by the member that lacks it', async () => {
+    const sim = cluster(14, { maxRetransmitFrames: 4, members: 4 });
+    try {
+      await settled(sim);
+      const [writer, b, c, lackingEndpoint] = sim.endpoints as Array<(typeof sim.endpoints)[0]>;
+      sim.network.partition([writer!, b!, c!], [lackingEndpoint!]);
+      sim.run(800);
+      burst(sim.nodes[0]!, 2000, 'held');
+      sim.run(1500); // the writes reach the three others, and leave the horizon
+      sim.network.heal();
+      const lacking = sim.nodes[3]!;
+      assert.notEqual(sim.runUntilConverged('ae', 3000), undefined, sim.differences('ae').join(','));
+      const metrics = sim.nodes.map((node) => node.getLocalMetrics().cluster);
+      const pushed = metrics.reduce((sum, m) => sum + m.repairsPushed, 0);
+      const requested = metrics.reduce((sum, m) => sum + m.repairsRequested, 0);
+      const missed = lacking.getLocalMetrics().cluster.repairsRequested;
+      assert.ok(missed > 0 && missed <= 2000, `the lacking member fetched ${missed} keys`);
+      // Three members listed each missing key; it was requested from one and sent once.
+      assert.equal(requested, missed, 'only the lacking member requested');
+      assert.equal(pushed, missed, 'and each key was sent once, not once per holder or per side');
+      assert.ok(lacking.getLocalMetrics().cluster.repairsDeduplicated > 0);
     } finally {
       await sim.shutdown();
     }

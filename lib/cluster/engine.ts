@@ -209,6 +209,8 @@ export interface EngineCounters {
   repairsRequested: number;
   /** Differences anti-entropy left to the DATA streams, their newer version being still in flight. */
   repairsDeferred: number;
+  /** Keys not requested again from another member that listed them too (already requested). */
+  repairsDeduplicated: number;
   stateTransfers: number;
 }
 
@@ -255,6 +257,8 @@ const SEQ_ROTATE_AT = 0xfff0_0000;
 /** While the flow-control window is closed, the flush looks again this often (besides on every ACK). */
 const FLOW_RETRY_MS = 5;
 const CONTROL_REPLAY_WINDOW = 256;
+/** Keys remembered as requested by anti-entropy (to fetch each from one member only). */
+const MAX_RECENT_REQUESTS = 65_536;
 /** How many departed member ids are remembered (oldest forgotten first). */
 const DEPARTED_MEMORY = 1024;
 
@@ -282,6 +286,7 @@ export class ClusterEngine implements ReplicationSink {
     repairsPushed: 0,
     repairsRequested: 0,
     repairsDeferred: 0,
+    repairsDeduplicated: 0,
     stateTransfers: 0,
   };
   /** Replication latency of first-hand ops (apply time minus write time, ms). */
@@ -1310,29 +1315,31 @@ export class ClusterEngine implements ReplicationSink {
     const store = this.remoteStore(cache);
     if (!store) return;
     const wanted: string[] = [];
-    const toPush: string[] = [];
     const now = this.options.clock.now();
     for (const [key, tsm, writer, , tombstone] of versions) {
       const mine = store.versionOf(key);
-      if (!mine || isNewer(tsm, writer, mine.tsm, mine.writer)) {
-        // Applying a listed tombstone costs no traffic; fetching a value the writer's stream is
-        // still bringing us would.
-        if (tombstone) store.applyRemote({ kind: ChangeKind.Delete, key, tsm, writer }, true);
-        else if (this.inFlight(tsm, this.members.get(writer)?.streamSince ?? Infinity, now))
-          this.deferRepair();
-        else wanted.push(key);
-      } else if (isNewer(mine.tsm, mine.writer, tsm, writer)) {
-        // Whether it tracks that writer's stream we cannot tell; from its first contact on it could.
-        // If it does not, it fetches the key itself from the list we send back.
-        if (this.inFlight(mine.tsm, member.firstHeard, now)) this.deferRepair();
-        else toPush.push(key);
+      // Only the side that lacks a version acts (pulls): each side of an exchange gets the other's
+      // list, so a difference is repaired once, not pushed by one side and fetched by the other.
+      if (mine && !isNewer(tsm, writer, mine.tsm, mine.writer)) continue;
+      if (tombstone) {
+        // Applying a listed tombstone costs no traffic.
+        store.applyRemote({ kind: ChangeKind.Delete, key, tsm, writer }, true);
+      } else if (this.inFlight(tsm, this.members.get(writer)?.streamSince ?? Infinity, now)) {
+        // The writer's stream is still bringing it (or retransmitting it).
+        this.deferRepair();
+      } else if (this.requestedRecently(cache, key, now)) {
+        // Several members listed it newer; one fetch is enough.
+        this.counters.repairsDeduplicated++;
+      } else {
+        wanted.push(key);
       }
     }
     if (wanted.length > 0) {
       this.counters.repairsRequested += wanted.length;
       this.sendKeyRequests(member.id, cache, wanted);
+      // A REQ is a control message, never retransmitted: look again once the answers are due.
+      this.recheckLater();
     }
-    this.pushKeys(cache, toPush);
     // They listed their versions; list ours back once per bucket so they can fetch what they
     // lack (absence cannot be inferred from a list that may come in several chunks).
     if (!detail.reply && this.shouldReply(member.id, cache, detail.bucket)) {
@@ -1340,16 +1347,21 @@ export class ClusterEngine implements ReplicationSink {
     }
   }
 
-  /** Whether a deferred repair may schedule a recheck round (see sendSync). */
+  /** Whether a deferred or requested repair may schedule a recheck round (see sendSync). */
   private recheckAllowed = false;
 
-  /**
-   * Leaves a difference to the DATA streams (see inFlight), and makes sure a round looks again once
-   * it is past the horizon: a write lost for good must not wait for the next pulse (minutes) just
-   * because the round that noticed it came too soon, as the one after an unrecoverable gap does.
-   */
+  /** Leaves a difference to the DATA streams (see inFlight); a recheck round looks at it again. */
   private deferRepair(): void {
     this.counters.repairsDeferred++;
+    this.recheckLater();
+  }
+
+  /**
+   * One more round once deferred differences are past the horizon and requested keys are due: a
+   * write lost for good must not wait for the next pulse (minutes) because the round that noticed
+   * it came too soon, as the one right after an unrecoverable gap does, or because a REQ was lost.
+   */
+  private recheckLater(): void {
     if (!this.recheckAllowed || this.closed) return;
     this.recheckAllowed = false;
     const timer = this.options.clock.setTimeout(() => {
@@ -1357,6 +1369,27 @@ export class ClusterEngine implements ReplicationSink {
       if (!this.closed) this.sendSync(false);
     }, this.timing.syncHorizonMs + this.timing.heartbeatMs);
     this.timers.add(timer);
+  }
+
+  /** Keys requested within syncHorizonMs, by `${cache}\0${key}`: bounded, oldest swept first. */
+  private readonly recentRequests = new Map<string, number>();
+
+  /** True if the key was requested lately (from any member); otherwise notes it as requested now. */
+  private requestedRecently(cache: string, key: string, now: number): boolean {
+    const id = `${cache}\u0000${key}`;
+    const at = this.recentRequests.get(id);
+    if (at !== undefined && now - at < this.timing.syncHorizonMs) return true;
+    if (this.recentRequests.size >= MAX_RECENT_REQUESTS) {
+      for (const [old, when] of this.recentRequests) {
+        if (now - when < this.timing.syncHorizonMs) break; // insertion order is time order
+        this.recentRequests.delete(old);
+      }
+      // Still full of fresh requests: fetch without remembering (a duplicate at worst).
+      if (this.recentRequests.size >= MAX_RECENT_REQUESTS) return false;
+    }
+    this.recentRequests.delete(id);
+    this.recentRequests.set(id, now);
+    return false;
   }
 
   /**
