@@ -7,7 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { ChangeKind } from '../lib/cache/types.js';
+import { millisToHlc } from '../lib/clock.js';
 import type { McCacheNode } from '../lib/node.js';
+import { encodeValue } from '../lib/wire/value-codec.js';
 import { SimulatedCluster } from './helpers/simulated-cluster.js';
 
 function cluster(
@@ -120,7 +123,7 @@ describe('anti-entropy and writes in flight', () => {
     }
   });
 
-  test('a deferred write that never comes is repaired by the recheck round, not left for the pulse', async () => {
+  test('a deferred fetch that the stream never brings is requested once past the horizon, not left for the pulse', async () => {
     const sim = cluster(13);
     try {
       await settled(sim);
@@ -138,15 +141,15 @@ describe('anti-entropy and writes in flight', () => {
       const [holder, lacking] = sim.nodes as [McCacheNode, McCacheNode];
       assert.equal(holder.getCache('ae').orphan, 'only B has it');
       assert.equal(lacking.getCache('ae').orphan, undefined);
-      // A round now sees a fresh write that may still be on its way, and defers it...
+      // A round now sees a fresh write that may still be on its way, and defers fetching it...
       syncRound(lacking);
       sim.run(200);
       assert.ok(repairs(sim).deferred > 0, JSON.stringify(repairs(sim)));
       assert.equal(lacking.getCache('ae').orphan, undefined);
-      // ...and the recheck it scheduled repairs it once past the horizon (there is no pulse here).
+      // ...and fetches it at the first heartbeat past the horizon (there is no pulse here).
       const after = sim.runUntilConverged('ae', 3000);
       assert.notEqual(after, undefined, sim.differences('ae').join(','));
-      assert.ok(after! >= 800, `repaired by the recheck (${after} ms later), not by that round`);
+      assert.ok(after! >= 800, `fetched past the horizon (${after} ms later), not by that round`);
       assert.equal(lacking.getCache('ae').orphan, 'only B has it');
     } finally {
       await sim.shutdown();
@@ -176,6 +179,106 @@ describe('anti-entropy and writes in flight', () => {
       assert.ok(lacking.getLocalMetrics().cluster.repairsDeduplicated > 0);
     } finally {
       await sim.shutdown();
+    }
+  });
+
+  test('a repair survives a lost control message: the list sent back, or a REQ', async () => {
+    // (When the holder runs the round it pushes on the DATA stream, which NAKs repair.)
+    type Engine = Record<string, (...args: unknown[]) => void>;
+    /** Makes the engine's first call of `method` (when `when` holds) vanish, as a lost datagram. */
+    const loseFirst = (node: McCacheNode, method: string, when: (...args: unknown[]) => boolean) => {
+      const engine = node.engine as unknown as Engine;
+      const original = engine[method]!.bind(engine);
+      let lost = false;
+      engine[method] = (...args: unknown[]) => {
+        if (!lost && when(...args)) {
+          lost = true;
+          return;
+        }
+        original(...args);
+      };
+      return () => lost;
+    };
+    const cases = [
+      { name: 'the holder runs the round; the list it sends back is lost', lacking: 1, initiator: 0 },
+      {
+        name: 'the lacking member runs the round; its REQ is lost',
+        lacking: 1,
+        initiator: 1,
+        loseRequest: true,
+      },
+    ];
+    for (const [index, scenario] of cases.entries()) {
+      const sim = new SimulatedCluster({
+        members: 2,
+        seed: 20 + index,
+        faults: { delayMs: 5, jitterMs: 0 },
+        settings: { max: 1000, size: 1 << 24, pulse: 0 },
+      });
+      try {
+        await settled(sim);
+        const holder = sim.nodes[1 - scenario.lacking]!;
+        const lacking = sim.nodes[scenario.lacking]!;
+        // The holder has a newer version written 10 s ago (far outside the horizon).
+        const old = sim.clock.now();
+        lacking.getStore('ae')!.applyRemote({
+          kind: ChangeKind.Insert,
+          key: 'k',
+          tsm: millisToHlc(old - 20_000),
+          writer: 7,
+          encoded: encodeValue('old'),
+        });
+        holder.getStore('ae')!.applyRemote({
+          kind: ChangeKind.Update,
+          key: 'k',
+          tsm: millisToHlc(old - 10_000),
+          writer: 7,
+          encoded: encodeValue('new'),
+        });
+        const wasLost = scenario.loseRequest
+          ? loseFirst(lacking, 'sendKeyRequests', () => true)
+          : loseFirst(holder, 'sendDetails', (...args) => args[3] === true);
+        syncRound(sim.nodes[scenario.initiator]!);
+        const after = sim.runUntilConverged('ae', 3000);
+        assert.ok(wasLost(), `${scenario.name}: the message was lost`);
+        assert.notEqual(after, undefined, `${scenario.name}: not repaired without a pulse`);
+        assert.equal(lacking.getCache('ae').k, 'new', scenario.name);
+      } finally {
+        await sim.shutdown();
+      }
+    }
+  });
+
+  test('a key listed at two versions by two holders is fetched at the newer one', async () => {
+    for (const newerFirst of [false, true]) {
+      const sim = new SimulatedCluster({
+        members: 3,
+        seed: newerFirst ? 31 : 30,
+        faults: { delayMs: 5, jitterMs: 0 },
+        settings: { max: 1000, size: 1 << 24, pulse: 0 },
+      });
+      try {
+        await settled(sim);
+        const [a, c, lacking] = sim.nodes as [McCacheNode, McCacheNode, McCacheNode];
+        const now = sim.clock.now();
+        const put = (node: McCacheNode, ageMs: number, value: string) =>
+          node.getStore('ae')!.applyRemote({
+            kind: ChangeKind.Insert,
+            key: 'k',
+            tsm: millisToHlc(now - ageMs),
+            writer: 7,
+            encoded: encodeValue(value),
+          });
+        // The network delivers the round to the members in the order they joined, so the first
+        // member's list reaches the lacking member first: the older or the newer version first.
+        put(newerFirst ? c : a, 20_000, 'older');
+        put(newerFirst ? a : c, 10_000, 'newer');
+        syncRound(lacking);
+        assert.notEqual(sim.runUntilConverged('ae', 3000), undefined, sim.differences('ae').join(','));
+        for (const node of sim.nodes) assert.equal(node.getCache('ae').k, 'newer');
+      } finally {
+        await sim.shutdown();
+      }
     }
   });
 });

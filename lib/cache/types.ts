@@ -126,7 +126,7 @@ export interface CacheStoreApi {
   /**
    * The same, with the change's fields as arguments (no object, BigInt or view per op on the
    * receive path): a write's crc as its high and low 32 bits, and its encoded value as
-   * `memory[valueStart, valueStart + valueLength)`. A remove passes 0, 0, undefined, 0, 0.
+   * `memory[valueStart, valueStart + valueLength)`. A remove ignores the last five.
    */
   applyRemoteOp(
     kind: ChangeKind,

@@ -83,11 +83,12 @@ export interface EngineTiming {
    */
   flowStaleMs: number;
   /**
-   * Anti-entropy leaves alone a difference whose newer version was written less than this long ago,
-   * after the member that lacks it was first heard: that write is most likely still on its way to it
-   * on the DATA streams (queued, in flight, or being NAKed), and a sync round that lands in a burst
-   * would otherwise push or request keys that are about to arrive. A later round repairs it if it
-   * was lost for good. A writer's clock ahead of ours by more than this does not delay repair.
+   * Anti-entropy leaves to the DATA streams a difference whose newer version was written less than
+   * this long ago, after the lacking member started tracking its writer's stream: that write is most
+   * likely still on its way (queued, in flight, or being NAKed), and a sync round that lands in a
+   * burst would otherwise push or fetch keys that are about to arrive. A deferred fetch is requested
+   * at the first heartbeat past the horizon if the key has not arrived by then. A writer's clock
+   * ahead of ours by more than this defers nothing.
    */
   syncHorizonMs: number;
 }
@@ -207,9 +208,12 @@ export interface EngineCounters {
   syncsSent: number;
   repairsPushed: number;
   repairsRequested: number;
-  /** Differences anti-entropy left to the DATA streams, their newer version being still in flight. */
+  /**
+   * Differences anti-entropy left to the DATA streams for now, their newer version being still in
+   * flight (a deferred fetch is requested later if the stream does not bring it).
+   */
   repairsDeferred: number;
-  /** Keys not requested again from another member that listed them too (already requested). */
+  /** Listings of a key already being fetched (from this member or another): not fetched twice. */
   repairsDeduplicated: number;
   stateTransfers: number;
 }
@@ -240,6 +244,19 @@ interface Member {
   bytesSinceReport: number;
 }
 
+/** A key anti-entropy fetches from `from`, who listed it at (tsm, writer). */
+interface PendingFetch {
+  from: number;
+  cache: string;
+  key: string;
+  tsm: number;
+  writer: number;
+  /** When to request it (again) if it has not arrived by then. */
+  due: number;
+  /** REQs sent for it so far. */
+  requests: number;
+}
+
 interface PendingQuery {
   expected: number;
   results: Record<string, unknown>;
@@ -257,8 +274,11 @@ const SEQ_ROTATE_AT = 0xfff0_0000;
 /** While the flow-control window is closed, the flush looks again this often (besides on every ACK). */
 const FLOW_RETRY_MS = 5;
 const CONTROL_REPLAY_WINDOW = 256;
-/** Keys remembered as requested by anti-entropy (to fetch each from one member only). */
-const MAX_RECENT_REQUESTS = 65_536;
+/** Keys anti-entropy tracks while it fetches them or waits for them (see fetchLater), and their characters. */
+const MAX_PENDING_FETCHES = 65_536;
+const MAX_PENDING_FETCH_CHARS = 8 * 1024 * 1024;
+/** A fetched key that has not arrived after this many heartbeats is requested again (once). */
+const FETCH_RETRY_HEARTBEATS = 2;
 /** How many departed member ids are remembered (oldest forgotten first). */
 const DEPARTED_MEMORY = 1024;
 
@@ -1049,6 +1069,7 @@ export class ClusterEngine implements ReplicationSink {
     }
     this.reassembly.expire();
     this.sendAck();
+    this.sendDueFetches(now);
   }
 
   /** An ACK: our stream's extent, and how far we have every member's (STABLE and flow control). */
@@ -1260,13 +1281,8 @@ export class ClusterEngine implements ReplicationSink {
     this.timers.add(timer);
   }
 
-  /**
-   * Multicasts the digest of every cache; members that differ answer with details. A regular round
-   * (pulse, contact, lost data) allows one recheck round; the recheck itself allows none, so rechecks
-   * never outnumber regular rounds.
-   */
-  private sendSync(regular = true): void {
-    if (regular) this.recheckAllowed = true;
+  /** Multicasts the digest of every cache; members that differ answer with details. */
+  private sendSync(): void {
     const entries: Entry[] = [];
     for (const store of this.options.stores.stores()) {
       entries.push({ op: Op.SYC, cache: store.name, buckets: digestOf(store) });
@@ -1310,98 +1326,147 @@ export class ClusterEngine implements ReplicationSink {
     this.sendControl(entries);
   }
 
+  /**
+   * A member's versions in one bucket. Who repairs what:
+   * - On a list answering our round (`reply` false) we push what we hold newer (reliable: the DATA
+   *   stream), and fetch what they hold newer.
+   * - On the list the round's initiator sends back (`reply` true) we push nothing: it holds our list
+   *   and fetches what it lacks from it. What it holds newer we fetch only if its push has not come
+   *   within a little while, so a key is not both pushed and fetched.
+   * Fetches go through {@link fetchLater}: one holder per key, deferred while the key is still on its
+   * way on the DATA streams, retried once if the answer does not come.
+   */
   private onSyncDetail(member: Member, detail: Extract<Entry, { op: typeof Op.SYD }>): void {
-    const { cache, versions } = detail;
+    const { cache, versions, reply } = detail;
     const store = this.remoteStore(cache);
     if (!store) return;
-    const wanted: string[] = [];
+    const toPush: string[] = [];
+    const fetchNow: string[] = [];
     const now = this.options.clock.now();
+    const expectPushUntil = now + 2 * this.timing.heartbeatMs;
     for (const [key, tsm, writer, , tombstone] of versions) {
       const mine = store.versionOf(key);
-      // Only the side that lacks a version acts (pulls): each side of an exchange gets the other's
-      // list, so a difference is repaired once, not pushed by one side and fetched by the other.
-      if (mine && !isNewer(tsm, writer, mine.tsm, mine.writer)) continue;
-      if (tombstone) {
-        // Applying a listed tombstone costs no traffic.
-        store.applyRemote({ kind: ChangeKind.Delete, key, tsm, writer }, true);
-      } else if (this.inFlight(tsm, this.members.get(writer)?.streamSince ?? Infinity, now)) {
-        // The writer's stream is still bringing it (or retransmitting it).
-        this.deferRepair();
-      } else if (this.requestedRecently(cache, key, now)) {
-        // Several members listed it newer; one fetch is enough.
-        this.counters.repairsDeduplicated++;
-      } else {
-        wanted.push(key);
+      if (!mine || isNewer(tsm, writer, mine.tsm, mine.writer)) {
+        if (tombstone) {
+          // Applying a listed tombstone costs no traffic.
+          store.applyRemote({ kind: ChangeKind.Delete, key, tsm, writer }, true);
+          continue;
+        }
+        const streamDue = this.inFlightUntil(tsm, this.members.get(writer)?.streamSince ?? Infinity, now);
+        const due = reply ? Math.max(streamDue, expectPushUntil) : streamDue;
+        if (this.fetchLater(member.id, cache, key, tsm, writer, due, now)) fetchNow.push(key);
+      } else if (!reply && isNewer(mine.tsm, mine.writer, tsm, writer)) {
+        // Whether it tracks that writer's stream we cannot tell; from its first contact on it could.
+        // If it does, and the stream loses the write for good, it notices and runs a round itself.
+        if (this.inFlightUntil(mine.tsm, member.firstHeard, now) > now) this.counters.repairsDeferred++;
+        else toPush.push(key);
       }
     }
-    if (wanted.length > 0) {
-      this.counters.repairsRequested += wanted.length;
-      this.sendKeyRequests(member.id, cache, wanted);
-      // A REQ is a control message, never retransmitted: look again once the answers are due.
-      this.recheckLater();
+    if (fetchNow.length > 0) {
+      this.counters.repairsRequested += fetchNow.length;
+      this.sendKeyRequests(member.id, cache, fetchNow);
     }
+    this.pushKeys(cache, toPush);
     // They listed their versions; list ours back once per bucket so they can fetch what they
     // lack (absence cannot be inferred from a list that may come in several chunks).
-    if (!detail.reply && this.shouldReply(member.id, cache, detail.bucket)) {
+    if (!reply && this.shouldReply(member.id, cache, detail.bucket)) {
       this.sendDetails(member.id, cache, new Set([detail.bucket]), true);
     }
   }
 
-  /** Whether a deferred or requested repair may schedule a recheck round (see sendSync). */
-  private recheckAllowed = false;
-
-  /** Leaves a difference to the DATA streams (see inFlight); a recheck round looks at it again. */
-  private deferRepair(): void {
-    this.counters.repairsDeferred++;
-    this.recheckLater();
-  }
+  /** Keys anti-entropy fetches, by `${cache}\0${key}` (see fetchLater); bounded in number and size. */
+  private readonly pendingFetches = new Map<string, PendingFetch>();
+  private pendingFetchChars = 0;
 
   /**
-   * One more round once deferred differences are past the horizon and requested keys are due: a
-   * write lost for good must not wait for the next pulse (minutes) because the round that noticed
-   * it came too soon, as the one right after an unrecoverable gap does, or because a REQ was lost.
+   * Notes that `from` listed `key` at (tsm, writer), newer than ours, to be fetched at `due`. True if
+   * the caller is to request it now (it is then tracked for one retry). A key already pending at the
+   * same or a newer version is not fetched twice, from this holder or another; a newer listing
+   * replaces the pending one. Past the bound, keys are fetched at once and not tracked.
    */
-  private recheckLater(): void {
-    if (!this.recheckAllowed || this.closed) return;
-    this.recheckAllowed = false;
-    const timer = this.options.clock.setTimeout(() => {
-      this.timers.delete(timer);
-      if (!this.closed) this.sendSync(false);
-    }, this.timing.syncHorizonMs + this.timing.heartbeatMs);
-    this.timers.add(timer);
-  }
-
-  /** Keys requested within syncHorizonMs, by `${cache}\0${key}`: bounded, oldest swept first. */
-  private readonly recentRequests = new Map<string, number>();
-
-  /** True if the key was requested lately (from any member); otherwise notes it as requested now. */
-  private requestedRecently(cache: string, key: string, now: number): boolean {
+  private fetchLater(
+    from: number,
+    cache: string,
+    key: string,
+    tsm: number,
+    writer: number,
+    due: number,
+    now: number,
+  ): boolean {
     const id = `${cache}\u0000${key}`;
-    const at = this.recentRequests.get(id);
-    if (at !== undefined && now - at < this.timing.syncHorizonMs) return true;
-    if (this.recentRequests.size >= MAX_RECENT_REQUESTS) {
-      for (const [old, when] of this.recentRequests) {
-        if (now - when < this.timing.syncHorizonMs) break; // insertion order is time order
-        this.recentRequests.delete(old);
-      }
-      // Still full of fresh requests: fetch without remembering (a duplicate at worst).
-      if (this.recentRequests.size >= MAX_RECENT_REQUESTS) return false;
+    const pending = this.pendingFetches.get(id);
+    if (pending !== undefined && !isNewer(tsm, writer, pending.tsm, pending.writer)) {
+      this.counters.repairsDeduplicated++;
+      return false;
     }
-    this.recentRequests.delete(id);
-    this.recentRequests.set(id, now);
-    return false;
+    if (
+      pending === undefined &&
+      (this.pendingFetches.size >= MAX_PENDING_FETCHES || this.pendingFetchChars >= MAX_PENDING_FETCH_CHARS)
+    ) {
+      return due <= now;
+    }
+    if (pending === undefined) this.pendingFetchChars += key.length;
+    const fetchNow = due <= now;
+    if (!fetchNow) this.counters.repairsDeferred++;
+    this.pendingFetches.set(id, {
+      from,
+      cache,
+      key,
+      tsm,
+      writer,
+      // Fetched now: look again after a few heartbeats, in case the REQ or its answer was lost.
+      due: fetchNow ? now + FETCH_RETRY_HEARTBEATS * this.timing.heartbeatMs : due,
+      requests: fetchNow ? 1 : 0,
+    });
+    return fetchNow;
   }
 
   /**
-   * True if a version stamped `tsm` is probably still on its way on the DATA streams: written within
-   * syncHorizonMs of `now` (either side, so a clock far ahead does not defer it), and not before
-   * `since`, from which on the stream that carries it is complete for the member lacking it. Older
-   * writes predate that stream (or fell in a gap given up on), and only a repair brings them.
+   * At every heartbeat: requests the pending fetches that are due and still missing (a deferred key
+   * the stream did not bring, a push that did not come, a fetch whose answer was lost), and forgets
+   * those that arrived or were requested twice already.
    */
-  private inFlight(tsm: number, since: number, now: number): boolean {
+  private sendDueFetches(now: number): void {
+    if (this.pendingFetches.size === 0) return;
+    const requests = new Map<string, { from: number; cache: string; keys: string[] }>();
+    for (const [id, fetch] of this.pendingFetches) {
+      if (fetch.due > now) continue;
+      const version = this.options.stores.store(fetch.cache)?.versionOf(fetch.key);
+      const arrived = version !== undefined && !isNewer(fetch.tsm, fetch.writer, version.tsm, version.writer);
+      if (arrived || fetch.requests >= 2 || !this.members.has(fetch.from)) {
+        // Arrived, or lost twice, or its holder is gone: the next round sees what still differs.
+        this.pendingFetches.delete(id);
+        this.pendingFetchChars -= fetch.key.length;
+        continue;
+      }
+      fetch.requests++;
+      fetch.due = now + FETCH_RETRY_HEARTBEATS * this.timing.heartbeatMs;
+      const slot = `${fetch.from}\u0000${fetch.cache}`;
+      let request = requests.get(slot);
+      if (!request) {
+        request = { from: fetch.from, cache: fetch.cache, keys: [] };
+        requests.set(slot, request);
+      }
+      request.keys.push(fetch.key);
+    }
+    for (const { from, cache, keys } of requests.values()) {
+      this.counters.repairsRequested += keys.length;
+      this.sendKeyRequests(from, cache, keys);
+    }
+  }
+
+  /**
+   * Until when a version stamped `tsm` may still be on its way on the DATA streams (`now` or earlier
+   * if it cannot be): written within syncHorizonMs of `now` (either side, so a clock far ahead
+   * defers nothing), and not before `since`, from which on the stream that carries it is complete
+   * for the member lacking it. Older writes predate that stream (or fell in a gap given up on), and
+   * only a repair brings them.
+   */
+  private inFlightUntil(tsm: number, since: number, now: number): number {
     const writtenAt = hlcToMillis(tsm);
     const horizon = this.timing.syncHorizonMs;
-    return writtenAt >= since && writtenAt > now - horizon && writtenAt < now + horizon;
+    const inFlight = writtenAt >= since && writtenAt > now - horizon && writtenAt < now + horizon;
+    return inFlight ? writtenAt + horizon : now;
   }
 
   private readonly detailReplies = new Map<string, number>();
