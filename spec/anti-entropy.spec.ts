@@ -37,6 +37,10 @@ async function settled(sim: SimulatedCluster): Promise<void> {
   sim.run(4500);
 }
 
+function firstThree<T>(items: readonly T[]): [T, T, T] {
+  return [items[0]!, items[1]!, items[2]!];
+}
+
 function syncRound(node: McCacheNode): void {
   (node.engine as unknown as { sendSync(): void }).sendSync();
 }
@@ -90,11 +94,7 @@ describe('anti-entropy and writes in flight', () => {
     const sim = cluster(12, { maxRetransmitFrames: 4 });
     try {
       await settled(sim);
-      const [writer, reader, cutOff] = sim.endpoints as [
-        (typeof sim.endpoints)[0],
-        (typeof sim.endpoints)[0],
-        (typeof sim.endpoints)[0],
-      ];
+      const [writer, reader, cutOff] = firstThree(sim.endpoints);
       sim.network.partition([writer, reader], [cutOff]);
       sim.run(800); // past flowStaleMs: the writer no longer waits for the silent member
       burst(sim.nodes[0]!, 2000, 'lost');
@@ -127,11 +127,7 @@ describe('anti-entropy and writes in flight', () => {
     const sim = cluster(13);
     try {
       await settled(sim);
-      const [writer, reader, cutOff] = sim.endpoints as [
-        (typeof sim.endpoints)[0],
-        (typeof sim.endpoints)[0],
-        (typeof sim.endpoints)[0],
-      ];
+      const [writer, reader, cutOff] = firstThree(sim.endpoints);
       // The write reaches one member; its writer crashes before anyone else could learn of it.
       sim.network.partition([writer, reader], [cutOff]);
       sim.nodes[0]!.getCache<string>('ae').orphan = 'only B has it';
