@@ -277,4 +277,43 @@ describe('anti-entropy and writes in flight', () => {
       }
     }
   });
+
+  test('in mode 0 a round fetches only newer versions of keys the member holds', async () => {
+    const sim = new SimulatedCluster({
+      members: 2,
+      seed: 40,
+      faults: { delayMs: 5, jitterMs: 0 },
+      settings: { max: 1000, size: 1 << 24, pulse: 0, mode: 0 },
+      // What the partition hides cannot be resent: only anti-entropy repairs it.
+      limits: { maxRetransmitFrames: 4 },
+    });
+    try {
+      await settled(sim);
+      const [holder, partial] = sim.nodes as [McCacheNode, McCacheNode];
+      sim.network.partition([sim.endpoints[0]!], [sim.endpoints[1]!]);
+      partial.getCache<string>('ae').shared = 'older';
+      sim.run(5);
+      const holderCache = holder.getCache<string>('ae');
+      holderCache.shared = 'newer';
+      for (let i = 0; i < 50; i++) {
+        holderCache[`only-holder-${i}`] = 'x';
+        sim.run(2);
+      }
+      sim.run(1500);
+      sim.network.heal();
+      let waited = 0;
+      while (partial.getCache('ae').shared !== 'newer' && waited < 3000) {
+        sim.run(10);
+        waited += 10;
+      }
+      assert.equal(partial.getCache('ae').shared, 'newer', 'a key it holds is repaired');
+      sim.run(1000);
+      assert.deepEqual(Object.keys(partial.getCache('ae')), ['shared'], 'keys it does not hold stay away');
+      // One fetch for the shared key, none for the 50 it does not hold.
+      const fetched = partial.getLocalMetrics().cluster.repairsRequested;
+      assert.ok(fetched >= 1 && fetched <= 2, `fetched ${fetched}`);
+    } finally {
+      await sim.shutdown();
+    }
+  });
 });

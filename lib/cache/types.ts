@@ -121,6 +121,8 @@ export interface CacheCounters {
 /** What the engine needs from a store. */
 export interface CacheStoreApi {
   readonly name: string;
+  /** Mode 1: holds every key; mode 0: applies remote writes only to keys it already holds. */
+  readonly settings: Readonly<{ mode: 0 | 1 }>;
   /** Applies a remote change by last-write-wins (tsm, then writer id). Never calls the sink. */
   applyRemote(change: RemoteChange, repair?: boolean): ApplyOutcome;
   /**

@@ -1344,9 +1344,12 @@ export class ClusterEngine implements ReplicationSink {
     const fetchNow: string[] = [];
     const now = this.options.clock.now();
     const expectPushUntil = now + 2 * this.timing.heartbeatMs;
+    const holdsOnlyItsOwn = store.settings.mode === 0;
     for (const [key, tsm, writer, , tombstone] of versions) {
       const mine = store.versionOf(key);
       if (!mine || isNewer(tsm, writer, mine.tsm, mine.writer)) {
+        // Mode 0 holds only the keys it already has: fetching one it lacks would be ignored.
+        if (!mine && holdsOnlyItsOwn && !tombstone) continue;
         if (tombstone) {
           // Applying a listed tombstone costs no traffic.
           store.applyRemote({ kind: ChangeKind.Delete, key, tsm, writer }, true);
