@@ -178,8 +178,7 @@ describe('anti-entropy and writes in flight', () => {
     }
   });
 
-  test('a repair survives a lost control message: the list sent back, or a REQ', async () => {
-    // (When the holder runs the round it pushes on the DATA stream, which NAKs repair.)
+  test('a repair survives any one lost control message: either list, or a REQ', async () => {
     type Engine = Record<string, (...args: unknown[]) => void>;
     /** Makes the engine's first call of `method` (when `when` holds) vanish, as a lost datagram. */
     const loseFirst = (node: McCacheNode, method: string, when: (...args: unknown[]) => boolean) => {
@@ -195,14 +194,25 @@ describe('anti-entropy and writes in flight', () => {
       };
       return () => lost;
     };
+    const listed =
+      (reply: boolean) =>
+      (...args: unknown[]) =>
+        args[3] === reply;
     const cases = [
-      { name: 'the holder runs the round; the list it sends back is lost', lacking: 1, initiator: 0 },
+      { name: 'holder runs the round, its list back is lost', holderRuns: true, lose: 'holder', reply: true },
       {
-        name: 'the lacking member runs the round; its REQ is lost',
-        lacking: 1,
-        initiator: 1,
-        loseRequest: true,
+        name: 'holder runs the round, the answering list is lost',
+        holderRuns: true,
+        lose: 'lacking',
+        reply: false,
       },
+      {
+        name: 'lacking runs the round, the answering list is lost',
+        holderRuns: false,
+        lose: 'holder',
+        reply: false,
+      },
+      { name: 'lacking runs the round, its REQ is lost', holderRuns: false, lose: 'request', reply: false },
     ];
     for (const [index, scenario] of cases.entries()) {
       const sim = new SimulatedCluster({
@@ -213,32 +223,33 @@ describe('anti-entropy and writes in flight', () => {
       });
       try {
         await settled(sim);
-        const holder = sim.nodes[1 - scenario.lacking]!;
-        const lacking = sim.nodes[scenario.lacking]!;
-        // The holder has a newer version written 10 s ago (far outside the horizon).
-        const old = sim.clock.now();
-        lacking.getStore('ae')!.applyRemote({
+        const [holder, lacking] = sim.nodes as [McCacheNode, McCacheNode];
+        // Only the holder has the key (written 10 s ago, far outside the horizon): nothing pushes
+        // it unless the lacking member's list shows it lacks it, or the lacking member fetches it.
+        holder.getStore('ae')!.applyRemote({
           kind: ChangeKind.Insert,
           key: 'k',
-          tsm: millisToHlc(old - 20_000),
+          tsm: millisToHlc(sim.clock.now() - 10_000),
           writer: 7,
-          encoded: encodeValue('old'),
+          encoded: encodeValue('value'),
         });
-        holder.getStore('ae')!.applyRemote({
-          kind: ChangeKind.Update,
-          key: 'k',
-          tsm: millisToHlc(old - 10_000),
+        // A digest that differs, so that the answering member lists back.
+        lacking.getStore('ae')!.applyRemote({
+          kind: ChangeKind.Insert,
+          key: 'other',
+          tsm: millisToHlc(sim.clock.now() - 10_000),
           writer: 7,
-          encoded: encodeValue('new'),
+          encoded: encodeValue('x'),
         });
-        const wasLost = scenario.loseRequest
-          ? loseFirst(lacking, 'sendKeyRequests', () => true)
-          : loseFirst(holder, 'sendDetails', (...args) => args[3] === true);
-        syncRound(sim.nodes[scenario.initiator]!);
+        const wasLost =
+          scenario.lose === 'request'
+            ? loseFirst(lacking, 'sendKeyRequests', () => true)
+            : loseFirst(scenario.lose === 'holder' ? holder : lacking, 'sendDetails', listed(scenario.reply));
+        syncRound(scenario.holderRuns ? holder : lacking);
         const after = sim.runUntilConverged('ae', 3000);
         assert.ok(wasLost(), `${scenario.name}: the message was lost`);
         assert.notEqual(after, undefined, `${scenario.name}: not repaired without a pulse`);
-        assert.equal(lacking.getCache('ae').k, 'new', scenario.name);
+        assert.equal(lacking.getCache('ae').k, 'value', scenario.name);
       } finally {
         await sim.shutdown();
       }
@@ -312,6 +323,40 @@ describe('anti-entropy and writes in flight', () => {
       // One fetch for the shared key, none for the 50 it does not hold.
       const fetched = partial.getLocalMetrics().cluster.repairsRequested;
       assert.ok(fetched >= 1 && fetched <= 2, `fetched ${fetched}`);
+    } finally {
+      await sim.shutdown();
+    }
+  });
+
+  test('a version several members lack is pushed once, not once per member that listed it', async () => {
+    const sim = new SimulatedCluster({
+      members: 3,
+      seed: 50,
+      faults: { delayMs: 5, jitterMs: 0 },
+      settings: { max: 1000, size: 1 << 24, pulse: 0 },
+    });
+    try {
+      await settled(sim);
+      const [holder, b, c] = sim.nodes as [McCacheNode, McCacheNode, McCacheNode];
+      const now = sim.clock.now();
+      const put = (node: McCacheNode, key: string, ageMs: number, value: string) =>
+        node.getStore('ae')!.applyRemote({
+          kind: ChangeKind.Insert,
+          key,
+          tsm: millisToHlc(now - ageMs),
+          writer: 7,
+          encoded: encodeValue(value),
+        });
+      for (let i = 0; i < 100; i++) {
+        put(b, `k${i}`, 20_000, 'older');
+        put(c, `k${i}`, 20_000, 'older');
+        put(holder, `k${i}`, 10_000, 'newer');
+      }
+      syncRound(holder);
+      assert.notEqual(sim.runUntilConverged('ae', 3000), undefined, sim.differences('ae').join(','));
+      const pushed = holder.getLocalMetrics().cluster.repairsPushed;
+      assert.equal(pushed, 100, 'both members listed the 100 keys; each was multicast once');
+      assert.ok(holder.getLocalMetrics().cluster.repairsDeduplicated >= 100);
     } finally {
       await sim.shutdown();
     }

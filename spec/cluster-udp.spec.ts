@@ -391,6 +391,12 @@ function hostileDrops(dropped: Record<string, number>): number {
 /** A socket in the test process on the members' group: captures their frames and sends forgeries. */
 class HostileSender {
   readonly captured: Buffer[] = [];
+  /**
+   * Set by the first forgery: capturing stops, because the socket also hears the forgeries. A
+   * captured forgery flipped again could be a genuine frame under a made-up sender (a flipped inner
+   * sender copy, then the matching prefix byte), which a network without a key cannot tell apart.
+   */
+  private forging = false;
 
   private constructor(
     readonly socket: Socket,
@@ -414,7 +420,7 @@ class HostileSender {
     const sender = new HostileSender(socket, group, port);
     socket.on('message', (datagram) => {
       const isFrame = datagram.length > PREFIX_BYTES && datagram.readUInt16BE(0) === FRAME_MAGIC;
-      if (isFrame && sender.captured.length < 200) sender.captured.push(datagram);
+      if (isFrame && !sender.forging && sender.captured.length < 200) sender.captured.push(datagram);
     });
     return sender;
   }
@@ -432,6 +438,7 @@ class HostileSender {
    * under a rewritten sender id is a replay, refused after the HMAC as 'header').
    */
   forge(random: () => number, encrypted: boolean): Buffer {
+    this.forging = true;
     const randomBytes = (length: number) => {
       const bytes = Buffer.allocUnsafe(length);
       for (let i = 0; i < length; i++) bytes[i] = Math.floor(random() * 256);

@@ -213,8 +213,13 @@ export interface EngineCounters {
    * flight (a deferred fetch is requested later if the stream does not bring it).
    */
   repairsDeferred: number;
-  /** Listings of a key already being fetched (from this member or another): not fetched twice. */
+  /**
+   * Listings of a key already being fetched (from this member or another), and pushes of a version
+   * already pushed within the last heartbeat: not sent twice.
+   */
   repairsDeduplicated: number;
+  /** Rounds we answered whose list back never came (lost, refused or its sender gone): we ran our own. */
+  repliesMissed: number;
   stateTransfers: number;
 }
 
@@ -277,6 +282,8 @@ const CONTROL_REPLAY_WINDOW = 256;
 /** Keys anti-entropy tracks while it fetches them or waits for them (see fetchLater), and their characters. */
 const MAX_PENDING_FETCHES = 65_536;
 const MAX_PENDING_FETCH_CHARS = 8 * 1024 * 1024;
+/** Buckets whose list back we wait for after answering rounds (128 per member and cache at most). */
+const MAX_AWAITED_REPLIES = 32_768;
 /** A fetched key that has not arrived after this many heartbeats is requested again (once). */
 const FETCH_RETRY_HEARTBEATS = 2;
 /** How many departed member ids are remembered (oldest forgotten first). */
@@ -307,6 +314,7 @@ export class ClusterEngine implements ReplicationSink {
     repairsRequested: 0,
     repairsDeferred: 0,
     repairsDeduplicated: 0,
+    repliesMissed: 0,
     stateTransfers: 0,
   };
   /** Replication latency of first-hand ops (apply time minus write time, ms). */
@@ -1298,8 +1306,20 @@ export class ClusterEngine implements ReplicationSink {
     const mine = digestOf(store);
     const differing = new Set<number>();
     for (let b = 0; b < DIGEST_BUCKETS; b++) if (mine[b] !== buckets[b]) differing.add(b);
-    if (differing.size > 0) this.sendDetails(member.id, cache, differing, false);
+    if (differing.size > 0) {
+      this.sendDetails(member.id, cache, differing, false);
+      // Our list or its answer may be lost (control frames are not retransmitted): if a bucket's
+      // list does not come back in time, we run a round of our own (see sendDueFetches).
+      const due = this.options.clock.now() + FETCH_RETRY_HEARTBEATS * this.timing.heartbeatMs;
+      for (const bucket of differing) {
+        if (this.awaitingReply.size >= MAX_AWAITED_REPLIES) break;
+        this.awaitingReply.set(`${member.id}\u0000${cache}\u0000${bucket}`, { member: member.id, due });
+      }
+    }
   }
+
+  /** Buckets of rounds we answered with a list, by `${member}\0${cache}\0${bucket}`: when the list back is due. */
+  private readonly awaitingReply = new Map<string, { member: number; due: number }>();
 
   /** Lists our versions in the given buckets to `target`, chunked to one datagram each. */
   private sendDetails(target: number, cache: string, buckets: ReadonlySet<number>, reply: boolean): void {
@@ -1338,6 +1358,7 @@ export class ClusterEngine implements ReplicationSink {
    */
   private onSyncDetail(member: Member, detail: Extract<Entry, { op: typeof Op.SYD }>): void {
     const { cache, versions, reply } = detail;
+    if (reply) this.awaitingReply.delete(`${member.id}\u0000${cache}\u0000${detail.bucket}`);
     const store = this.remoteStore(cache);
     if (!store) return;
     const toPush: string[] = [];
@@ -1349,7 +1370,7 @@ export class ClusterEngine implements ReplicationSink {
       const mine = store.versionOf(key);
       if (!mine || isNewer(tsm, writer, mine.tsm, mine.writer)) {
         // Mode 0 holds only the keys it already has: fetching one it lacks would be ignored.
-        if (!mine && holdsOnlyItsOwn && !tombstone) continue;
+        if (holdsOnlyItsOwn && !tombstone && (!mine || mine.tombstone)) continue;
         if (tombstone) {
           // Applying a listed tombstone costs no traffic.
           store.applyRemote({ kind: ChangeKind.Delete, key, tsm, writer }, true);
@@ -1406,7 +1427,7 @@ export class ClusterEngine implements ReplicationSink {
       pending === undefined &&
       (this.pendingFetches.size >= MAX_PENDING_FETCHES || this.pendingFetchChars >= MAX_PENDING_FETCH_CHARS)
     ) {
-      return due <= now;
+      return true; // untracked: fetched at once, a duplicate at worst
     }
     if (pending === undefined) this.pendingFetchChars += key.length;
     const fetchNow = due <= now;
@@ -1430,6 +1451,18 @@ export class ClusterEngine implements ReplicationSink {
    * those that arrived or were requested twice already.
    */
   private sendDueFetches(now: number): void {
+    let missed = false;
+    for (const [id, { member, due }] of this.awaitingReply) {
+      if (due > now) continue;
+      // The round we answered never listed this bucket back: one of the two lists was lost (or its
+      // sender refused to answer, or left). Our own round repairs what differs.
+      this.awaitingReply.delete(id);
+      if (this.members.has(member)) missed = true;
+    }
+    if (missed) {
+      this.counters.repliesMissed++;
+      this.scheduleSync();
+    }
     if (this.pendingFetches.size === 0) return;
     const requests = new Map<string, { from: number; cache: string; keys: string[] }>();
     for (const [id, fetch] of this.pendingFetches) {
@@ -1506,13 +1539,35 @@ export class ClusterEngine implements ReplicationSink {
     this.sendControl(entries);
   }
 
-  /** Sends our current version of each key (value or tombstone) with its original stamps. */
+  /** Versions pushed within the last heartbeat, by `${cache}\0${key}`: pushed once, not per asker. */
+  private readonly recentPushes = new Map<string, { tsm: number; writer: number; at: number }>();
+
+  /**
+   * Sends our current version of each key (value or tombstone) with its original stamps. A version
+   * pushed within the last heartbeat is not pushed again: the push was multicast on the DATA stream,
+   * which every live member receives or NAKs, so several members asking at once cost one push.
+   */
   private pushKeys(cache: string, keys: string[]): void {
     const store = this.options.stores.store(cache);
     if (!store) return;
+    const now = this.options.clock.now();
+    for (const [id, push] of this.recentPushes) {
+      if (now - push.at < this.timing.heartbeatMs) break; // insertion order is time order
+      this.recentPushes.delete(id);
+    }
     for (const key of keys) {
       const version = store.versionOf(key);
       if (!version) continue;
+      const id = `${cache}\u0000${key}`;
+      const pushed = this.recentPushes.get(id);
+      if (pushed !== undefined && pushed.tsm === version.tsm && pushed.writer === version.writer) {
+        this.counters.repairsDeduplicated++;
+        continue;
+      }
+      if (this.recentPushes.size < MAX_PENDING_FETCHES) {
+        this.recentPushes.delete(id);
+        this.recentPushes.set(id, { tsm: version.tsm, writer: version.writer, at: now });
+      }
       this.counters.repairsPushed++;
       if (version.tombstone) {
         this.enqueueData(Op.DEL, cache, key, version.tsm, version.writer, 0, 0, undefined);
