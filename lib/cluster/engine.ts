@@ -218,7 +218,7 @@ export interface EngineCounters {
    * already pushed within the last heartbeat: not sent twice.
    */
   repairsDeduplicated: number;
-  /** Rounds we answered whose list back never came (lost, refused or its sender gone): we ran our own. */
+  /** Rounds of our own run because a list back never came (lost, refused or its sender gone). */
   repliesMissed: number;
   stateTransfers: number;
 }
@@ -284,6 +284,8 @@ const MAX_PENDING_FETCHES = 65_536;
 const MAX_PENDING_FETCH_CHARS = 8 * 1024 * 1024;
 /** Buckets whose list back we wait for after answering rounds (128 per member and cache at most). */
 const MAX_AWAITED_REPLIES = 32_768;
+/** Rounds run because a list back did not come are at least this far apart. */
+const FOLLOW_UP_ROUND_MS = 5000;
 /** A fetched key that has not arrived after this many heartbeats is requested again (once). */
 const FETCH_RETRY_HEARTBEATS = 2;
 /** How many departed member ids are remembered (oldest forgotten first). */
@@ -1318,6 +1320,8 @@ export class ClusterEngine implements ReplicationSink {
     }
   }
 
+  private lastFollowUpRound = Number.NEGATIVE_INFINITY;
+
   /** Buckets of rounds we answered with a list, by `${member}\0${cache}\0${bucket}`: when the list back is due. */
   private readonly awaitingReply = new Map<string, { member: number; due: number }>();
 
@@ -1459,7 +1463,10 @@ export class ClusterEngine implements ReplicationSink {
       this.awaitingReply.delete(id);
       if (this.members.has(member)) missed = true;
     }
-    if (missed) {
+    // At most one such round per FOLLOW_UP_ROUND_MS: where replies are refused for load (see
+    // shouldReply), rounds answering rounds must not feed each other.
+    if (missed && now - this.lastFollowUpRound >= FOLLOW_UP_ROUND_MS) {
+      this.lastFollowUpRound = now;
       this.counters.repliesMissed++;
       this.scheduleSync();
     }
