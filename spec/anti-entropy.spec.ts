@@ -37,6 +37,34 @@ async function settled(sim: SimulatedCluster): Promise<void> {
   sim.run(4500);
 }
 
+/** A small cluster on a fast network, for rounds started by hand. */
+function quickCluster(members: number, seed: number, mode: 0 | 1 = 1, limits = {}): SimulatedCluster {
+  return new SimulatedCluster({
+    members,
+    seed,
+    faults: { delayMs: 5, jitterMs: 0 },
+    settings: { max: 1000, size: 1 << 24, pulse: 0, mode },
+    limits,
+  });
+}
+
+/** Puts a version of `key` written `ageMs` ago (by writer 7) straight into a member's store. */
+function putVersion(
+  sim: SimulatedCluster,
+  node: McCacheNode,
+  key: string,
+  ageMs: number,
+  value: string,
+): void {
+  node.getStore('ae')!.applyRemote({
+    kind: ChangeKind.Insert,
+    key,
+    tsm: millisToHlc(sim.clock.now() - ageMs),
+    writer: 7,
+    encoded: encodeValue(value),
+  });
+}
+
 function firstThree<T>(items: readonly T[]): [T, T, T] {
   return [items[0]!, items[1]!, items[2]!];
 }
@@ -215,32 +243,15 @@ describe('anti-entropy and writes in flight', () => {
       { name: 'lacking runs the round, its REQ is lost', holderRuns: false, lose: 'request', reply: false },
     ];
     for (const [index, scenario] of cases.entries()) {
-      const sim = new SimulatedCluster({
-        members: 2,
-        seed: 20 + index,
-        faults: { delayMs: 5, jitterMs: 0 },
-        settings: { max: 1000, size: 1 << 24, pulse: 0 },
-      });
+      const sim = quickCluster(2, 20 + index);
       try {
         await settled(sim);
         const [holder, lacking] = sim.nodes as [McCacheNode, McCacheNode];
         // Only the holder has the key (written 10 s ago, far outside the horizon): nothing pushes
         // it unless the lacking member's list shows it lacks it, or the lacking member fetches it.
-        holder.getStore('ae')!.applyRemote({
-          kind: ChangeKind.Insert,
-          key: 'k',
-          tsm: millisToHlc(sim.clock.now() - 10_000),
-          writer: 7,
-          encoded: encodeValue('value'),
-        });
+        putVersion(sim, holder, 'k', 10_000, 'value');
         // A digest that differs, so that the answering member lists back.
-        lacking.getStore('ae')!.applyRemote({
-          kind: ChangeKind.Insert,
-          key: 'other',
-          tsm: millisToHlc(sim.clock.now() - 10_000),
-          writer: 7,
-          encoded: encodeValue('x'),
-        });
+        putVersion(sim, lacking, 'other', 10_000, 'x');
         const wasLost =
           scenario.lose === 'request'
             ? loseFirst(lacking, 'sendKeyRequests', () => true)
@@ -258,28 +269,14 @@ describe('anti-entropy and writes in flight', () => {
 
   test('a key listed at two versions by two holders is fetched at the newer one', async () => {
     for (const newerFirst of [false, true]) {
-      const sim = new SimulatedCluster({
-        members: 3,
-        seed: newerFirst ? 31 : 30,
-        faults: { delayMs: 5, jitterMs: 0 },
-        settings: { max: 1000, size: 1 << 24, pulse: 0 },
-      });
+      const sim = quickCluster(3, newerFirst ? 31 : 30);
       try {
         await settled(sim);
         const [a, c, lacking] = sim.nodes as [McCacheNode, McCacheNode, McCacheNode];
-        const now = sim.clock.now();
-        const put = (node: McCacheNode, ageMs: number, value: string) =>
-          node.getStore('ae')!.applyRemote({
-            kind: ChangeKind.Insert,
-            key: 'k',
-            tsm: millisToHlc(now - ageMs),
-            writer: 7,
-            encoded: encodeValue(value),
-          });
         // The network delivers the round to the members in the order they joined, so the first
         // member's list reaches the lacking member first: the older or the newer version first.
-        put(newerFirst ? c : a, 20_000, 'older');
-        put(newerFirst ? a : c, 10_000, 'newer');
+        putVersion(sim, newerFirst ? c : a, 'k', 20_000, 'older');
+        putVersion(sim, newerFirst ? a : c, 'k', 10_000, 'newer');
         syncRound(lacking);
         assert.notEqual(sim.runUntilConverged('ae', 3000), undefined, sim.differences('ae').join(','));
         for (const node of sim.nodes) assert.equal(node.getCache('ae').k, 'newer');
@@ -290,14 +287,8 @@ describe('anti-entropy and writes in flight', () => {
   });
 
   test('in mode 0 a round fetches only newer versions of keys the member holds', async () => {
-    const sim = new SimulatedCluster({
-      members: 2,
-      seed: 40,
-      faults: { delayMs: 5, jitterMs: 0 },
-      settings: { max: 1000, size: 1 << 24, pulse: 0, mode: 0 },
-      // What the partition hides cannot be resent: only anti-entropy repairs it.
-      limits: { maxRetransmitFrames: 4 },
-    });
+    // What the partition hides cannot be resent: only anti-entropy repairs it.
+    const sim = quickCluster(2, 40, 0, { maxRetransmitFrames: 4 });
     try {
       await settled(sim);
       const [holder, partial] = sim.nodes as [McCacheNode, McCacheNode];
@@ -329,28 +320,14 @@ describe('anti-entropy and writes in flight', () => {
   });
 
   test('a version several members lack is pushed once, not once per member that listed it', async () => {
-    const sim = new SimulatedCluster({
-      members: 3,
-      seed: 50,
-      faults: { delayMs: 5, jitterMs: 0 },
-      settings: { max: 1000, size: 1 << 24, pulse: 0 },
-    });
+    const sim = quickCluster(3, 50);
     try {
       await settled(sim);
       const [holder, b, c] = sim.nodes as [McCacheNode, McCacheNode, McCacheNode];
-      const now = sim.clock.now();
-      const put = (node: McCacheNode, key: string, ageMs: number, value: string) =>
-        node.getStore('ae')!.applyRemote({
-          kind: ChangeKind.Insert,
-          key,
-          tsm: millisToHlc(now - ageMs),
-          writer: 7,
-          encoded: encodeValue(value),
-        });
       for (let i = 0; i < 100; i++) {
-        put(b, `k${i}`, 20_000, 'older');
-        put(c, `k${i}`, 20_000, 'older');
-        put(holder, `k${i}`, 10_000, 'newer');
+        putVersion(sim, b, `k${i}`, 20_000, 'older');
+        putVersion(sim, c, `k${i}`, 20_000, 'older');
+        putVersion(sim, holder, `k${i}`, 10_000, 'newer');
       }
       syncRound(holder);
       assert.notEqual(sim.runUntilConverged('ae', 3000), undefined, sim.differences('ae').join(','));
