@@ -18,7 +18,7 @@
 import { type Clock, type HybridLogicalClock, hlcToMillis, millisToHlc } from '../clock.js';
 import type { CacheSettings, CallbackContext } from '../config.js';
 import type { Log } from '../log.js';
-import { crcHalves, MAX_KEY_LENGTH } from '../wire/ops.js';
+import { crcFromHalves, crcHalves, MAX_KEY_LENGTH } from '../wire/ops.js';
 import { crcHex, crcOf, decodeValueAt, encodeValue } from '../wire/value-codec.js';
 import {
   encodeSimpleValue,
@@ -643,7 +643,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     if (this.entryCount > this.maxEntries || this.totalBytes > this.maxBytes) this.enforceLimits();
     if (callback !== undefined && lkp > 0 && now - lkp <= this.callbackWinMs) {
       // The slot may have been evicted by enforceLimits: the crc comes from the arguments.
-      const crc = (BigInt(crcHigh) << 32n) | BigInt(crcLow);
+      const crc = crcFromHalves(crcHigh, crcLow);
       this.fireCallback(repair ? 'incoherent' : 'update', key, lkp, tsm, now, previousCrc, crc);
     }
     return ApplyOutcome.Applied;

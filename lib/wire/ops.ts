@@ -351,13 +351,6 @@ export class DataOpWriter {
     this.position += 8;
   }
 
-  /** A crc given as a BigInt (entries built elsewhere than the write path), as an 8-byte byte string. */
-  bigCrc(value: bigint): void {
-    this.buffer[this.position++] = 0x48;
-    this.view.setBigUint64(this.position, BigInt.asUintN(64, value));
-    this.position += 8;
-  }
-
   /** Appends raw bytes. */
   bytes(source: Uint8Array): void {
     this.reserve(source.length);
@@ -367,34 +360,10 @@ export class DataOpWriter {
 }
 
 /**
- * Appends the start of a data op at `out.position`: the CBOR array head, op, cache, key, tsm and
- * writer. Returns whether it is a write (INS/UPD), whose crc and value head come next. Validates like
- * every encoder of data ops (a programming error throws, never a network one) before writing.
- */
-function writeDataOpStart(
-  out: DataOpWriter,
-  op: number,
-  cache: string,
-  key: string,
-  tsm: number,
-  writer: number,
-): boolean {
-  checkDataOp(tsm, writer, cache, key);
-  out.reserve(64);
-  const isWrite = op === Op.INS || op === Op.UPD;
-  out.buffer[out.position++] = isWrite ? 0x87 : 0x85;
-  out.buffer[out.position++] = op;
-  out.text(cache);
-  out.text(key);
-  out.reserve(32);
-  out.number(tsm);
-  out.head(0, writer);
-  return isWrite;
-}
-
-/**
  * Appends one data op at `out.position`: everything but the `valueLength` value bytes of an INS/UPD,
  * which the caller appends. The crc comes as two 32-bit halves, so the write path makes no BigInt.
+ * Validates like every encoder of data ops (a programming error throws, never a network one) before
+ * writing anything.
  */
 export function writeDataOpHead(
   out: DataOpWriter,
@@ -407,7 +376,17 @@ export function writeDataOpHead(
   crcLow: number,
   valueLength: number,
 ): void {
-  if (writeDataOpStart(out, op, cache, key, tsm, writer)) {
+  checkDataOp(tsm, writer, cache, key);
+  out.reserve(64);
+  const isWrite = op === Op.INS || op === Op.UPD;
+  out.buffer[out.position++] = isWrite ? 0x87 : 0x85;
+  out.buffer[out.position++] = op;
+  out.text(cache);
+  out.text(key);
+  out.reserve(32);
+  out.number(tsm);
+  out.head(0, writer);
+  if (isWrite) {
     out.crc(crcHigh, crcLow);
     out.head(2, valueLength);
   }
@@ -436,6 +415,11 @@ export function crcHalves(crc: bigint): [high: number, low: number] {
   return [Number(unsigned >> 32n), Number(unsigned & 0xffff_ffffn)];
 }
 
+/** The 64-bit crc of two 32-bit halves (the inverse of {@link crcHalves}). */
+export function crcFromHalves(high: number, low: number): bigint {
+  return (BigInt(high) << 32n) | BigInt(low);
+}
+
 function encodeDataOp(entry: WriteEntry | RemoveEntry): Buffer {
   const head = encodeDataOpHead(entry);
   const value = entry.op === Op.INS || entry.op === Op.UPD ? entry.value : undefined;
@@ -453,11 +437,20 @@ function encodeDataOp(entry: WriteEntry | RemoveEntry): Buffer {
 export function encodeDataOpHead(entry: WriteEntry | RemoveEntry): Buffer {
   const writer = dataOpWriter;
   writer.position = 0;
-  if (writeDataOpStart(writer, entry.op, entry.cache, entry.key, entry.tsm, entry.writer)) {
-    const write = entry as WriteEntry;
-    writer.bigCrc(write.crc);
-    writer.head(2, write.value.length);
-  }
+  const isWrite = entry.op === Op.INS || entry.op === Op.UPD;
+  const [crcHigh, crcLow] = isWrite ? crcHalves(entry.crc) : [0, 0];
+  const valueLength = isWrite ? entry.value.length : 0;
+  writeDataOpHead(
+    writer,
+    entry.op,
+    entry.cache,
+    entry.key,
+    entry.tsm,
+    entry.writer,
+    crcHigh,
+    crcLow,
+    valueLength,
+  );
   const head = writer.buffer.subarray(0, writer.position);
   writer.position = 0;
   return head;
@@ -974,7 +967,7 @@ export class DecodedMessage {
     return {
       op: op as typeof Op.INS | typeof Op.UPD,
       ...common,
-      crc: (BigInt(this.crcHigh[index]!) << 32n) | BigInt(this.crcLow[index]!),
+      crc: crcFromHalves(this.crcHigh[index]!, this.crcLow[index]!),
       value: new Uint8Array(this.source.buffer, this.source.byteOffset + start, this.valueLength[index]!),
     };
   }
