@@ -282,6 +282,8 @@ const CONTROL_REPLAY_WINDOW = 256;
 /** Keys anti-entropy tracks while it fetches them or waits for them (see fetchLater), and their characters. */
 const MAX_PENDING_FETCHES = 65_536;
 const MAX_PENDING_FETCH_CHARS = 8 * 1024 * 1024;
+/** Versions remembered as pushed in the last heartbeat (see pushKeys). */
+const MAX_RECENT_PUSHES = 65_536;
 /** Buckets whose list back we wait for after answering rounds (128 per member and cache at most). */
 const MAX_AWAITED_REPLIES = 32_768;
 /** Rounds run because a list back did not come are at least this far apart. */
@@ -822,16 +824,24 @@ export class ClusterEngine implements ReplicationSink {
         this.drop(rejection);
         return;
       }
-      this.handleMessage(header, decoded, datagram.length);
+      this.handleMessage(header, decoded, datagram.length, member);
     } finally {
       decoded.release();
       this.idleDecoded = decoded;
     }
   }
 
-  /** The message of a frame, decoded (so the frame is genuine as far as can be told): apply it. */
-  private handleMessage(header: FrameHeader, decoded: DecodedMessage, datagramBytes: number): void {
-    const member = this.memberFor(header.sender);
+  /**
+   * The message of a frame, decoded (so the frame is genuine as far as can be told): apply it.
+   * `known` is its sender if already a member; otherwise it becomes one here.
+   */
+  private handleMessage(
+    header: FrameHeader,
+    decoded: DecodedMessage,
+    datagramBytes: number,
+    known: Member | undefined,
+  ): void {
+    const member = known ?? this.memberFor(header.sender);
     if (!member) {
       this.drop('too-many-members');
       return;
@@ -1571,7 +1581,7 @@ export class ClusterEngine implements ReplicationSink {
         this.counters.repairsDeduplicated++;
         continue;
       }
-      if (this.recentPushes.size < MAX_PENDING_FETCHES) {
+      if (this.recentPushes.size < MAX_RECENT_PUSHES) {
         this.recentPushes.delete(id);
         this.recentPushes.set(id, { tsm: version.tsm, writer: version.writer, at: now });
       }
