@@ -233,8 +233,9 @@ export const settingsSchema = z.object({
     .string()
     .refine((ip) => isIPv4(ip), { error: 'expected the IPv4 address of a local interface' }),
   multicastHops: wholeNumber(1, 255, 'a hop count'),
-  packetMtu: z.union([z.literal('auto'), wholeNumber(576, 65507, 'a packet size in bytes')], {
-    error: 'expected a packet size in bytes (576-65507), or auto',
+  // 1200: MIN_MTU of lib/wire/frame.ts, the smallest size at which every control frame fits one datagram.
+  packetMtu: z.union([z.literal('auto'), wholeNumber(1200, 65507, 'a packet size in bytes')], {
+    error: 'expected a packet size in bytes (1200-65507), or auto',
   }),
   cryptoKeys: z.preprocess(
     (v) =>

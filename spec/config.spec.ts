@@ -210,7 +210,7 @@ describe('bad values name the variable, the value and what is expected', () => {
     ],
     [
       { MCCACHE_PACKET_MTU: '500' },
-      'MCCACHE_PACKET_MTU="500": expected a packet size in bytes of at least 576',
+      'MCCACHE_PACKET_MTU="500": expected a packet size in bytes of at least 1200',
     ],
     [{ MCCACHE_CACHE_MAX: '1.5' }, 'MCCACHE_CACHE_MAX="1.5": expected a whole number of entries'],
     [{ MCCACHE_CACHE_MODE: '2' }, 'MCCACHE_CACHE_MODE="2": expected 0 or 1'],

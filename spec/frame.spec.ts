@@ -114,11 +114,11 @@ describe('frame byte layout', () => {
   test('fragment payload sizes follow the mtu: mtu - 36 in clear, Fernet.maxPlaintext(mtu - 12) - 24 sealed', () => {
     assert.equal(maxFragmentPayload(1472, false), 1436);
     assert.equal(maxFragmentPayload(1472, true), 1367);
-    assert.equal(maxFragmentPayload(MIN_MTU, false), 540);
-    assert.equal(maxFragmentPayload(MIN_MTU, true), 471);
-    assert.throws(() => maxFragmentPayload(575, false), RangeError);
+    assert.equal(maxFragmentPayload(MIN_MTU, false), 1164);
+    assert.equal(maxFragmentPayload(MIN_MTU, true), 1095);
+    assert.throws(() => maxFragmentPayload(MIN_MTU - 1, false), RangeError);
     assert.throws(() => maxFragmentPayload(65_508, false), RangeError);
-    for (const mtu of [MIN_MTU, 577, 1000, 1472, 1500, 9000, 65_507]) {
+    for (const mtu of [MIN_MTU, MIN_MTU + 1, 1472, 1500, 9000, 65_507]) {
       for (const fernet of [undefined, new Fernet(KEY)]) {
         const sender = codec({ mtu, fernet });
         const [full] = sender.fragment(FrameKind.Data, 0, Buffer.alloc(sender.maxFragmentPayload * 2));

@@ -9,6 +9,7 @@ import { randomInt } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { AUTO_PACKET_CAP, ETHERNET_PACKET_BYTES, resolveSettings } from '../lib/config.js';
 import { UdpMulticastTransport } from '../lib/transport/udp-multicast.js';
+import { MIN_MTU } from '../lib/wire/frame.js';
 import { waitFor } from './helpers/processes.js';
 import { SimulatedCluster } from './helpers/simulated-cluster.js';
 
@@ -50,17 +51,20 @@ async function largestDatagram(
 }
 
 describe("packetMtu 'auto'", () => {
-  test('is the default, and the setting takes auto or 576-65507 bytes with a clear error otherwise', () => {
+  test('is the default, and the setting takes auto or 1200-65507 bytes with a clear error otherwise', () => {
     assert.equal(resolveSettings({ env: {} }).packetMtu, 'auto');
     assert.equal(resolveSettings({ env: { MCCACHE_PACKET_MTU: 'auto' } }).packetMtu, 'auto');
     assert.equal(resolveSettings({ env: { MCCACHE_PACKET_MTU: '9000' } }).packetMtu, 9000);
     assert.throws(
       () => resolveSettings({ env: { MCCACHE_PACKET_MTU: '100' } }),
-      /MCCACHE_PACKET_MTU="100": expected a packet size in bytes of at least 576/,
+      /MCCACHE_PACKET_MTU="100": expected a packet size in bytes of at least 1200/,
     );
+    // The setting's floor is the wire's: the smallest size at which every control frame fits.
+    assert.equal(resolveSettings({ env: { MCCACHE_PACKET_MTU: String(MIN_MTU) } }).packetMtu, MIN_MTU);
+    assert.throws(() => resolveSettings({ env: { MCCACHE_PACKET_MTU: String(MIN_MTU - 1) } }));
     assert.throws(
       () => resolveSettings({ env: { MCCACHE_PACKET_MTU: 'jumbo' } }),
-      /MCCACHE_PACKET_MTU="jumbo": expected a packet size in bytes \(576-65507\), or auto/,
+      /MCCACHE_PACKET_MTU="jumbo": expected a packet size in bytes \(1200-65507\), or auto/,
     );
   });
 

@@ -186,6 +186,42 @@ describe('reassembly', () => {
     assert.equal(reassembly.heldMessages, 1);
   });
 
+  test('says whether each fragment was kept, so a receiver marks only kept seqs as received', () => {
+    const { reassembly } = setup({ maxMessagesPerSender: 1 });
+    const held = fragments(1, 0, 300);
+    const refused = fragments(1, 10, 200);
+    reassembly.add(held[0]![0], held[0]![1]);
+    assert.equal(reassembly.lastFragmentKept, true, 'stored');
+    reassembly.add(refused[0]![0], refused[0]![1]);
+    assert.equal(reassembly.lastFragmentKept, false, 'refused: the budget is full');
+    reassembly.add(held[0]![0], held[0]![1]);
+    assert.equal(reassembly.lastFragmentKept, false, 'a duplicate adds nothing');
+    reassembly.add(held[1]![0], held[1]![1]);
+    assert.ok(reassembly.add(held[2]![0], held[2]![1]));
+    assert.equal(reassembly.lastFragmentKept, true, 'completed the message');
+    reassembly.add(refused[0]![0], refused[0]![1]);
+    assert.equal(reassembly.lastFragmentKept, true, 'room again: the same fragment is kept now');
+  });
+
+  test('reports each timed-out message with its sender, kind and the fragments it held', () => {
+    const { clock, reassembly } = setup();
+    const data = fragments(5, 0, 300);
+    const control = fragments(6, 40, 450, 1, FrameKind.Control);
+    reassembly.add(data[0]![0], data[0]![1]);
+    reassembly.add(data[2]![0], data[2]![1]);
+    reassembly.add(control[1]![0], control[1]![1]);
+    clock.advance(5000);
+    const reported: Array<[number, number, number]> = [];
+    reassembly.expire((sender, kind, held) => reported.push([sender, kind, held]));
+    assert.deepEqual(
+      reported.sort((a, b) => a[0] - b[0]),
+      [
+        [5, FrameKind.Data, 2],
+        [6, FrameKind.Control, 1],
+      ],
+    );
+  });
+
   test('dropSender frees everything held for that sender only', () => {
     const { reassembly } = setup();
     for (const seq of [0, 10, 20]) {

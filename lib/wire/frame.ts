@@ -26,14 +26,19 @@ export const FLAG_SEALED = 0x01;
 export const PREFIX_BYTES = 12;
 /** Bytes of the inner header. */
 export const INNER_HEADER_BYTES = 24;
-/** The smallest packet size (UDP payload bytes) a codec accepts: the IPv4 minimum reassembly size. */
-export const MIN_MTU = 576;
+/**
+ * The smallest packet size (UDP payload bytes) a codec accepts. Control frames are never fragmented,
+ * so the largest fixed-size ones must fit one sealed datagram: a SYC digest (128 buckets, about 650
+ * bytes) and a NAK of 64 ranges (about 710) do not fit at the IPv4 minimum of 576 (471 bytes sealed),
+ * and do at 1200, the floor QUIC chose for the same reason (1095 bytes sealed).
+ */
+export const MIN_MTU = 1200;
 /** The largest UDP payload over IPv4. */
 export const MAX_MTU = 65_507;
 /**
  * The largest message (all fragments together): a 16 MiB encoded value (MAX_VALUE_BYTES in
  * value-codec.ts) plus 64 KiB for its op envelope. With MIN_MTU and encryption a fragment carries
- * 471 bytes, so the largest message takes 35,760 fragments: the u16 fragment count never overflows.
+ * 1095 bytes, so the largest message takes 15,382 fragments: the u16 fragment count never overflows.
  */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024 + 64 * 1024;
 /** Default replay window: sealed tokens older than this, or this far in the future, are dropped. */

@@ -97,6 +97,12 @@ export class Reassembly {
   readonly #maxBytesTotal: number;
   #heldBytes = 0;
   #heldMessages = 0;
+  /**
+   * Whether the last {@link add} kept its fragment (stored it, or completed a message with it).
+   * A receiver marks a fragment's seq as received only then: a fragment refused for lack of budget
+   * must stay missing, so that it is asked for again.
+   */
+  lastFragmentKept = false;
 
   constructor(options: ReassemblyOptions) {
     checkPositive('timeoutMs', options.timeoutMs);
@@ -123,7 +129,9 @@ export class Reassembly {
    * last missing fragment arrives, else undefined. A message of one fragment is returned at once.
    */
   add(header: FrameHeader, payload: Uint8Array): Buffer | undefined {
+    this.lastFragmentKept = false;
     if (header.fragmentCount <= 1) {
+      this.lastFragmentKept = true;
       this.stats.completed++;
       return Buffer.from(payload);
     }
@@ -160,6 +168,7 @@ export class Reassembly {
       return undefined;
     }
     message.received[header.fragmentIndex] = 1;
+    this.lastFragmentKept = true;
     message.buffer.set(payload, header.fragmentIndex * message.fragmentSize);
     message.lastProgressMs = this.#options.clock.now();
     if (--message.missing > 0) return undefined;
@@ -171,14 +180,19 @@ export class Reassembly {
     return message.buffer;
   }
 
-  /** Drops incomplete messages that received no fragment for timeoutMs (counted in timedOut). */
-  expire(): void {
+  /**
+   * Drops incomplete messages that received no fragment for timeoutMs (counted in timedOut), and
+   * tells `onTimedOut` the sender, frame kind and number of fragments held of each: their seqs may
+   * already count as received, so what the message carried is lost unless something else repairs it.
+   */
+  expire(onTimedOut?: (sender: number, kind: number, fragmentsHeld: number) => void): void {
     const deadline = this.#options.clock.now() - this.#options.timeoutMs;
-    for (const sender of this.#senders.values()) {
+    for (const [id, sender] of this.#senders) {
       for (const [key, message] of sender.pending) {
         if (message.lastProgressMs <= deadline) {
           this.#release(sender, key, message);
           this.stats.timedOut++;
+          onTimedOut?.(id, Math.floor(key / 0x1_0000_0000), message.fragmentCount - message.missing);
         }
       }
     }

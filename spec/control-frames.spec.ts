@@ -1,0 +1,143 @@
+/**
+ * Control frames (ACK, NAK, SYC, SYD, REQ) are never fragmented: receivers drop a fragmented one.
+ * So every control entry must fit one datagram, at every packet size allowed and with encryption,
+ * and what a NAK may cost the member that answers it is bounded. In-memory network, virtual clock.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ChangeKind } from '../lib/cache/types.js';
+import { millisToHlc } from '../lib/clock.js';
+import type { McCacheNode } from '../lib/node.js';
+import { generateFernetKey } from '../lib/wire/fernet.js';
+import { MIN_MTU } from '../lib/wire/frame.js';
+import { encodeValue } from '../lib/wire/value-codec.js';
+import { SimulatedCluster } from './helpers/simulated-cluster.js';
+
+const KEY = generateFernetKey();
+
+function smallestSealed(members: number, seed: number, limits = {}): SimulatedCluster {
+  return new SimulatedCluster({
+    members,
+    seed,
+    faults: { delayMs: 2, jitterMs: 0 },
+    settings: { packetMtu: MIN_MTU, cryptoKeys: [KEY], pulse: 0, max: 10_000, size: 1 << 24 },
+    limits,
+  });
+}
+
+function cluster(node: McCacheNode) {
+  return node.getLocalMetrics().cluster;
+}
+
+describe('control frames fit one datagram', () => {
+  test('at the smallest packet size, sealed, a sync round repairs a key only one member holds', async () => {
+    const sim = smallestSealed(2, 41);
+    await sim.ready();
+    for (const node of sim.nodes) node.getCache('c');
+    sim.run(4500); // past the join-time rounds
+    const [holder, lacking] = [sim.nodes[0]!, sim.nodes[1]!];
+    // A version the streams never carried (as if lost for good), a minute old.
+    holder.getStore('c')!.applyRemote({
+      kind: ChangeKind.Insert,
+      key: 'only-here',
+      tsm: millisToHlc(sim.clock.now() - 60_000),
+      writer: 7,
+      encoded: encodeValue('repair me'),
+    });
+    (holder.engine as unknown as { sendSync(): void }).sendSync();
+    sim.run(2000);
+    assert.equal(lacking.getCache<string>('c')['only-here'], 'repair me');
+    for (const node of sim.nodes) {
+      assert.equal(cluster(node).dropped['fragmented-control'] ?? 0, 0);
+      assert.equal(cluster(node).encodeErrors, 0);
+    }
+    await sim.shutdown();
+  });
+
+  test('a cluster too large for one ACK datagram splits its ACKs and keeps every member', async () => {
+    // At 1200 bytes sealed one ACK carries 93 positions; 100 members need two.
+    const sim = smallestSealed(100, 43);
+    await sim.ready();
+    sim.run(3000);
+    const writer = sim.nodes[0]!.getCache<string>('c');
+    writer.k = 'everywhere';
+    sim.run(1000);
+    for (const node of sim.nodes) {
+      assert.equal(node.engine.memberIds().length, 99, 'nobody timed out');
+      assert.equal(cluster(node).dropped['fragmented-control'] ?? 0, 0);
+      assert.equal(cluster(node).encodeErrors, 0);
+      assert.equal(node.getCache<string>('c').k, 'everywhere');
+      // Our ACKs reached the writer: it released what everyone has (STABLE needs every position).
+      assert.equal(cluster(node).membersTimedOut, 0);
+    }
+    assert.equal(sim.nodes[0]!.engine.gauges().retransmitFrames, 0, 'every member reported the write');
+    await sim.shutdown();
+  });
+});
+
+describe('a NAK costs the member answering it a bounded amount of work', () => {
+  /** A member whose retransmit buffer holds `frames` frames (one small write per flush). */
+  async function sender(frames: number, limits = {}) {
+    const sim = smallestSealed(2, 47, limits);
+    await sim.ready();
+    sim.run(4500);
+    // The other member stops hearing it, so nothing is released by ACKs meanwhile.
+    sim.network.partition([sim.endpoints[0]!], [sim.endpoints[1]!]);
+    const cache = sim.nodes[0]!.getCache<number>('c');
+    const firstSeq = sim.nodes[0]!.engine.gauges().nextSeq!;
+    for (let i = 0; i < frames; i++) {
+      cache[`k${i}`] = i;
+      sim.run(1);
+    }
+    const engine = sim.nodes[0]!.engine as unknown as { onNak(missing: Array<[number, number]>): void };
+    const resent = () => cluster(sim.nodes[0]!).retransmits;
+    return { sim, engine, firstSeq, resent };
+  }
+
+  test('only the first 64 ranges of a NAK are read', async () => {
+    const { sim, engine, firstSeq, resent } = await sender(70);
+    const before = resent();
+    engine.onNak(Array.from({ length: 70 }, (_, i): [number, number] => [firstSeq + i, firstSeq + i]));
+    assert.equal(resent() - before, 64);
+    await sim.shutdown();
+  });
+
+  test('a NAK walks at most a window span of seqs, whatever its ranges say', async () => {
+    const { sim, engine, firstSeq, resent } = await sender(120, { maxWindowSpan: 50 });
+    const before = resent();
+    // Overlapping ranges over the whole buffer: walked in full, they would resend all 120.
+    engine.onNak(Array.from({ length: 64 }, (): [number, number] => [firstSeq, firstSeq + 119]));
+    assert.equal(resent() - before, 50);
+    await sim.shutdown();
+  });
+});
+
+describe('replayed frames', () => {
+  test('a member heard only through replays of its old frames times out', async () => {
+    const sim = smallestSealed(2, 53);
+    await sim.ready();
+    const [listener, silenced] = [sim.endpoints[0]!, sim.endpoints[1]!];
+    // Record what the second member sends while it is up.
+    const recorded: Buffer[] = [];
+    let recording = true;
+    const send = silenced.send.bind(silenced);
+    silenced.send = (datagram) => {
+      if (recording) recorded.push(Buffer.from(datagram));
+      send(datagram);
+    };
+    sim.nodes[1]!.getCache<string>('c').k = 'v';
+    sim.run(2000);
+    assert.ok(recorded.length > 5);
+    // It falls silent; an attacker keeps replaying its genuine (sealed, authentic) frames.
+    sim.network.partition([listener], [silenced]);
+    recording = false; // what it sends from now on never reaches the listener
+    for (let t = 0; t < 8000; t += 100) {
+      for (const datagram of recorded) listener.receive(Buffer.from(datagram));
+      sim.run(100);
+    }
+    const metrics = cluster(sim.nodes[0]!);
+    assert.ok((metrics.dropped['replayed-control'] ?? 0) > 0, 'the replays arrived and were refused');
+    assert.equal(metrics.membersTimedOut, 1, 'replays did not keep the silent member alive');
+    await sim.shutdown();
+  });
+});
