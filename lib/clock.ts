@@ -151,13 +151,30 @@ export function millisToHlc(ms: number): number {
 }
 
 /**
+ * How far ahead of the local wall clock a remote timestamp may be, in ms: 60 s, the same window as
+ * the Fernet token check (Python's `_MAX_CLOCK_SKEW`). A stamp further ahead is refused by
+ * {@link HybridLogicalClock.observe}: merging it would drag every later local stamp along (a stamp
+ * near 2^53 would leave no room for the next one on the wire), and a member whose clock runs hours
+ * ahead would win every conflict. This is the HLC's bound on drift (Kulkarni et al.) and
+ * CockroachDB's max offset.
+ */
+export const MAX_CLOCK_SKEW_MS = 60_000;
+
+/**
  * A hybrid logical clock (Kulkarni et al.): wall time plus a counter. Local events always move
  * forward even if the wall clock steps back, and after observing a remote timestamp every later
  * local event is stamped after it, so a write caused by another can never lose to it because of
- * clock skew.
+ * clock skew. Remote timestamps more than {@link MAX_CLOCK_SKEW_MS} ahead are refused.
  */
 export class HybridLogicalClock {
   private last = 0;
+  /**
+   * The largest timestamp within the skew bound as of the last clock read (-1 before the first):
+   * observe() reads the clock only when a stamp passes it. The wall clock moves forward, so a stale
+   * ceiling is too low, never too high, and a refusal is always confirmed by a fresh read (only a
+   * wall clock stepped back since that read lets a stamp up to the step further ahead through).
+   */
+  private ceiling = -1;
 
   constructor(private readonly clock: Clock) {}
 
@@ -168,13 +185,28 @@ export class HybridLogicalClock {
     return this.last;
   }
 
-  /** Merges a timestamp received from another member so that later local events follow it. */
-  observe(remote: number): void {
-    if (remote > this.last) this.last = remote;
+  /**
+   * Merges a timestamp received from another member so that later local events follow it, and
+   * returns true; or returns false and leaves the clock unchanged if the stamp is too far ahead:
+   * newer than every stamp issued or observed so far, and `hlcToMillis(remote)` more than
+   * {@link MAX_CLOCK_SKEW_MS} after the local wall clock's whole milliseconds. A stamp exactly
+   * MAX_CLOCK_SKEW_MS ahead (any counter) is accepted; one a millisecond later is refused.
+   */
+  observe(remote: number): boolean {
+    if (remote > this.last) {
+      if (remote > this.ceiling && remote > this.refreshCeiling()) return false;
+      this.last = remote;
+    }
+    return true;
   }
 
   /** The latest timestamp issued or observed. */
   peek(): number {
     return this.last;
+  }
+
+  private refreshCeiling(): number {
+    this.ceiling = millisToHlc(this.clock.now() + MAX_CLOCK_SKEW_MS + 1) - 1;
+    return this.ceiling;
   }
 }

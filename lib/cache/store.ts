@@ -15,7 +15,13 @@
  * expiry order: expired entries are always a prefix of the list, and reclaiming them never scans
  * live entries.
  */
-import { type Clock, type HybridLogicalClock, hlcToMillis, millisToHlc } from '../clock.js';
+import {
+  type Clock,
+  type HybridLogicalClock,
+  hlcToMillis,
+  MAX_CLOCK_SKEW_MS,
+  millisToHlc,
+} from '../clock.js';
 import type { CacheSettings, CallbackContext } from '../config.js';
 import type { Log } from '../log.js';
 import { crcFromHalves, crcHalves, MAX_KEY_LENGTH } from '../wire/ops.js';
@@ -85,6 +91,8 @@ const NIL = -1;
 const INITIAL_CAPACITY = 16;
 /** Changes closer than this to the previous change of the cache count as spikes (seed's TESTING.md). */
 const SPIKE_WINDOW_MS = 5000;
+/** At most one warning per store this often about remote changes stamped too far in the future. */
+const FUTURE_WARNING_INTERVAL_MS = 5000;
 
 interface Tombstone {
   tsm: number;
@@ -224,6 +232,8 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
   private remoteApplied = 0;
   private remoteStale = 0;
   private remoteRejected = 0;
+  private remoteFromFuture = 0;
+  private lastFutureWarningAt = Number.NEGATIVE_INFINITY;
   private tombstonesDropped = 0;
   private spikes = 0;
   private spikeSumMs = 0;
@@ -514,7 +524,10 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
       this.remoteRejected++;
       return ApplyOutcome.Rejected;
     }
-    context.hlc.observe(tsm);
+    if (!context.hlc.observe(tsm)) {
+      this.refuseFromFuture(tsm, writer);
+      return ApplyOutcome.Rejected;
+    }
     if (this.clearedTsm >= 0 && !isNewer(tsm, writer, this.clearedTsm, this.clearedWriter)) {
       this.remoteStale++;
       return ApplyOutcome.Cleared;
@@ -651,10 +664,15 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
 
   /**
    * Removes every entry and tombstone at or older than (tsm, writer) and remembers the mark, so
-   * that remote changes older than it are ignored. Returns the number of entries removed.
+   * that remote changes older than it are ignored. Returns the number of entries removed; a mark
+   * stamped more than MAX_CLOCK_SKEW_MS ahead of the local clock changes nothing (counted in
+   * `remoteFromFuture`) and returns 0.
    */
   clearBefore(tsm: number, writer: number): number {
-    this.context.hlc.observe(tsm);
+    if (!this.context.hlc.observe(tsm)) {
+      this.refuseFromFuture(tsm, writer);
+      return 0;
+    }
     if (this.clearedTsm < 0 || isNewer(tsm, writer, this.clearedTsm, this.clearedWriter)) {
       this.clearedTsm = tsm;
       this.clearedWriter = writer;
@@ -740,6 +758,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
       remoteApplied: this.remoteApplied,
       remoteStale: this.remoteStale,
       remoteRejected: this.remoteRejected,
+      remoteFromFuture: this.remoteFromFuture,
       tombstones: this.tombstones.size,
       tombstonesDropped: this.tombstonesDropped,
       spikes: this.spikes,
@@ -750,6 +769,23 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
   }
 
   // ---------------------------------------------------------------- internals
+
+  /** Counts a remote stamp the HLC refused as too far ahead, and warns at most every few seconds. */
+  private refuseFromFuture(tsm: number, writer: number): void {
+    this.remoteFromFuture++;
+    const log = this.context.log;
+    if (!log.warnOn) return;
+    const now = this.context.clock.now();
+    if (now - this.lastFutureWarningAt < FUTURE_WARNING_INTERVAL_MS) return;
+    this.lastFutureWarningAt = now;
+    const aheadMs = hlcToMillis(tsm) - now;
+    log.warn(
+      `cache "${this.name}": refused a remote change from node ${writer.toString(16).padStart(8, '0')} ` +
+        `stamped ${(aheadMs / 1000).toFixed(1)} s ahead of this clock (at most ${MAX_CLOCK_SKEW_MS / 1000} s ` +
+        "are accepted): is that member's clock wrong?",
+      { writer, tsm, aheadMs, refused: this.remoteFromFuture },
+    );
+  }
 
   private refreshNow(): number {
     const now = this.context.clock.now();

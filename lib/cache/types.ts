@@ -59,7 +59,11 @@ export const ApplyOutcome = {
   NotHeld: 2,
   /** The entry had already expired by its ttl: nothing stored. */
   Expired: 3,
-  /** The value could not be decoded or is larger than the cache: nothing changed, counted. */
+  /**
+   * The value could not be decoded or is larger than the cache (counted in `remoteRejected`), or the
+   * change is stamped more than MAX_CLOCK_SKEW_MS ahead of the local clock (counted in
+   * `remoteFromFuture`): nothing changed.
+   */
   Rejected: 4,
   /** Older than the last cluster-wide clear: ignored. */
   Cleared: 5,
@@ -107,6 +111,11 @@ export interface CacheCounters {
   remoteApplied: number;
   remoteStale: number;
   remoteRejected: number;
+  /**
+   * Remote changes (and clears) refused because their timestamp was more than MAX_CLOCK_SKEW_MS
+   * ahead of the local clock: the writer's clock is wrong, or the stamp is forged.
+   */
+  remoteFromFuture: number;
   tombstones: number;
   /** Tombstones dropped early because the tombstone table was full. */
   tombstonesDropped: number;
@@ -142,7 +151,10 @@ export interface CacheStoreApi {
     valueLength: number,
     repair?: boolean,
   ): ApplyOutcome;
-  /** Removes every entry and tombstone older than (tsm, writer); later remote ops older than it are ignored. */
+  /**
+   * Removes every entry and tombstone older than (tsm, writer); later remote ops older than it are
+   * ignored. Returns the number of entries removed; a mark too far in the future changes nothing.
+   */
   clearBefore(tsm: number, writer: number): number;
   /** Version of a key, live or tombstone, or undefined if unknown. */
   versionOf(key: string): KeyVersion | undefined;

@@ -978,10 +978,12 @@ export class ClusterEngine implements ReplicationSink {
       case Op.RST:
         if (kind !== FrameKind.Data) return this.drop('data-on-control');
         if (entry.target !== 0 && entry.target !== this.nodeIdValue) return;
+        // A clear stamped more than MAX_CLOCK_SKEW_MS ahead of our clock is refused whole, decided
+        // once here so that every store agrees (observe() then leaves the HLC alone).
+        if (!this.options.hlc.observe(entry.tsm)) return this.drop('from-future');
         for (const store of this.options.stores.stores()) {
           if (entry.cache === null || store.name === entry.cache) store.clearBefore(entry.tsm, entry.writer);
         }
-        this.options.hlc.observe(entry.tsm);
         return;
       case Op.ACK:
         return this.onAck(member, entry);
