@@ -67,6 +67,28 @@ describe('flow control', () => {
     }
   });
 
+  test('a value of many fragments goes out within the window too, not in one burst', async () => {
+    const sim = cluster(5, 20);
+    try {
+      await settled(sim);
+      const writer = sim.endpoints[0]!;
+      const before = writer.stats.sent;
+      const big = new Uint8Array(1024 * 1024).map((_, i) => (i * 7) & 0xff); // about 770 fragments
+      sim.nodes[0]!.getCache<Uint8Array>('flow').big = big;
+      sim.run(30); // less than a round trip: no report has come back yet
+      const sentBeforeAnyReport = writer.stats.sent - before;
+      assert.ok(
+        sentBeforeAnyReport <= WINDOW_DATAGRAMS + 10,
+        `sent ${sentBeforeAnyReport} datagrams before any report, with a window of ${WINDOW_DATAGRAMS}`,
+      );
+      assert.notEqual(sim.runUntilConverged('flow', 30_000), undefined, 'the value arrived');
+      assert.deepEqual(sim.nodes[2]!.getCache<Uint8Array>('flow').big, big);
+      assert.equal(sim.nodes[0]!.getLocalMetrics().cluster.retransmits, 0, 'no loss, so nothing to resend');
+    } finally {
+      await sim.shutdown();
+    }
+  });
+
   test('on a fast network the window costs nothing: the burst converges as soon as without it', async () => {
     const convergedAfter = async (flowWindowBytes: number) => {
       const sim = cluster(4, 0.05, 0, flowWindowBytes);

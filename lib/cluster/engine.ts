@@ -279,6 +279,9 @@ const SEQ_ROTATE_AT = 0xfff0_0000;
 /** While the flow-control window is closed, the flush looks again this often (besides on every ACK). */
 const FLOW_RETRY_MS = 5;
 const CONTROL_REPLAY_WINDOW = 256;
+const EMPTY_FRAME = new Uint8Array(0);
+/** Ranges of missing seqs one NAK asks for (oldest first), and the most a received NAK is read for. */
+const MAX_NAK_RANGES = 64;
 /** Keys anti-entropy tracks while it fetches them or waits for them (see fetchLater), and their characters. */
 const MAX_PENDING_FETCHES = 65_536;
 const MAX_PENDING_FETCH_CHARS = 8 * 1024 * 1024;
@@ -574,12 +577,15 @@ export class ClusterEngine implements ReplicationSink {
       }
       this.counters.opsSent++;
     };
-    // Flow control: how many more DATA datagrams the slowest live receiver has room for.
+    // Flow control: how many more DATA datagrams the slowest live receiver has room for. Frames
+    // still waiting from an earlier flush (a message larger than the window) count against it, and
+    // no new op is taken while they wait.
     const allowance = everything ? Number.POSITIVE_INFINITY : this.flowAllowance();
+    const backlog = this.unsent.length - this.unsentFrom;
     const busy = () =>
       !everything &&
-      (datagrams >= this.limits.maxDatagramsPerFlush ||
-        datagrams >= allowance ||
+      (backlog + datagrams >= this.limits.maxDatagramsPerFlush ||
+        backlog + datagrams >= allowance ||
         transport.pendingSends >= this.limits.maxPendingSends);
 
     if (this.pendingOther.length > 0) {
@@ -612,8 +618,12 @@ export class ClusterEngine implements ReplicationSink {
       used = outbox.lastEnd;
     }
     emit();
-    const waiting = outbox.size > 0 || this.pendingOther.length > 0;
-    const flowWaiting = waiting && datagrams >= allowance;
+    const transmitted = this.transmitUnsent(
+      everything ? Number.POSITIVE_INFINITY : Math.min(allowance, this.limits.maxDatagramsPerFlush),
+      everything,
+    );
+    const waiting = outbox.size > 0 || this.pendingOther.length > 0 || this.unsent.length > 0;
+    const flowWaiting = waiting && transmitted >= allowance;
     if (flowWaiting && !this.flowWaiting) this.counters.flowBlocked++;
     this.flowWaiting = flowWaiting;
     if (waiting && this.retryTimer === undefined) {
@@ -653,7 +663,7 @@ export class ClusterEngine implements ReplicationSink {
       }
     }
     if (slowest === Number.POSITIVE_INFINITY) return slowest;
-    return Math.max(0, this.windowDatagrams - (this.nextSeq - 1 - slowest));
+    return Math.max(0, this.windowDatagrams - (this.sentThrough - slowest));
   }
 
   /** The flow-control window in datagrams, for the current packet size. */
@@ -665,16 +675,49 @@ export class ClusterEngine implements ReplicationSink {
     return this.scratch;
   }
 
-  /** Sends one message on the reliable DATA stream; returns the number of datagrams. */
+  /**
+   * Puts one message on the reliable DATA stream: numbers and keeps its frames, and queues them for
+   * {@link transmitUnsent} (the flush sends them as the flow-control window allows, so a value of
+   * thousands of fragments does not go out in one burst). Returns the number of datagrams.
+   */
   private sendData(message: Uint8Array): number {
     if (this.nextSeq >= SEQ_ROTATE_AT) this.rotateIdentity();
     const frames = this.codec.fragment(FrameKind.Data, this.nextSeq, message);
     for (const frame of frames) {
       this.retransmit.add(this.nextSeq++, frame);
-      this.transmit(frame);
+      this.unsent.push(frame);
     }
     this.counters.messagesSent++;
     return frames.length;
+  }
+
+  /** DATA frames numbered but not sent yet, oldest first from `unsentFrom`. */
+  private unsent: Uint8Array[] = [];
+  private unsentFrom = 0;
+
+  /** The last DATA seq actually sent: what receivers can have, and what a NAK may ask for. */
+  private get sentThrough(): number {
+    return this.nextSeq - 1 - (this.unsent.length - this.unsentFrom);
+  }
+
+  /** Sends up to `limit` queued DATA frames (fewer while the OS is busy, unless `everything`). */
+  private transmitUnsent(limit: number, everything: boolean): number {
+    const { transport } = this.options;
+    let sent = 0;
+    while (
+      this.unsentFrom < this.unsent.length &&
+      sent < limit &&
+      (everything || transport.pendingSends < this.limits.maxPendingSends)
+    ) {
+      this.transmit(this.unsent[this.unsentFrom]!);
+      this.unsent[this.unsentFrom++] = EMPTY_FRAME;
+      sent++;
+    }
+    if (this.unsentFrom === this.unsent.length) {
+      this.unsent.length = 0;
+      this.unsentFrom = 0;
+    }
+    return sent;
   }
 
   /** Sends unsequenced control entries, each message kept to one datagram. */
@@ -694,6 +737,15 @@ export class ClusterEngine implements ReplicationSink {
     for (const entry of entries) {
       const bytes = this.encodeOrCount(entry);
       if (!bytes) continue;
+      if (bytes.length > budget) {
+        // Receivers drop fragmented control frames, so such an entry would be lost everywhere:
+        // every sender of control entries chunks them to fit, and one that does not is a bug.
+        this.countEncodeError(
+          entry.op,
+          new RangeError(`a control entry of ${bytes.length} bytes does not fit one datagram (${budget})`),
+        );
+        continue;
+      }
       if (size + bytes.length > budget) emit();
       parts.push(bytes);
       size += bytes.length;
@@ -728,6 +780,8 @@ export class ClusterEngine implements ReplicationSink {
       old: nodeIdHex(this.nodeIdValue),
       new: nodeIdHex(id),
     });
+    // What the old identity numbered goes out under it first, window or not.
+    this.transmitUnsent(Number.POSITIVE_INFINITY, true);
     this.sendControl([{ op: Op.BYE }]);
     this.nodeIdValue = id;
     this.codec = this.makeCodec();
@@ -743,7 +797,7 @@ export class ClusterEngine implements ReplicationSink {
     const setting = this.options.settings.packetMtu;
     if (setting !== 'auto') return setting;
     const carried = this.options.transport.maxDatagramBytes;
-    // An interface below the protocol's minimum (576) still gets the minimum: IP fragments it.
+    // An interface below the protocol's minimum (MIN_MTU, 1200) still gets the minimum: IP fragments it.
     return carried === undefined
       ? ETHERNET_PACKET_BYTES
       : Math.max(MIN_MTU, Math.min(carried, AUTO_PACKET_CAP));
@@ -803,12 +857,14 @@ export class ClusterEngine implements ReplicationSink {
     if (header.kind === FrameKind.Data) {
       if (member && !this.plausibleData(member, header)) return;
       if (header.fragmentCount > 1) {
-        // A lone fragment cannot be validated; reassembly bounds what it can hold.
-        if (member) {
-          if (!this.acceptData(member, header)) return;
+        // A lone fragment cannot be validated; reassembly bounds what it can hold. Its seq counts
+        // as received only if reassembly kept it: one refused for lack of budget stays missing, so
+        // the NAKs ask for it again once there is room.
+        message = this.reassembly.add(header, payload);
+        if (member && this.reassembly.lastFragmentKept) {
+          this.acceptData(member, header);
           this.noteProgress(member, datagram.length);
         }
-        message = this.reassembly.add(header, payload);
         if (!message) return;
       }
     } else if (header.fragmentCount !== 1) {
@@ -822,6 +878,8 @@ export class ClusterEngine implements ReplicationSink {
       const rejection = decodeMessage(message, decoded);
       if (rejection !== undefined) {
         this.drop(rejection);
+        // The fragments' seqs already count as received: what they carried is lost to the stream.
+        if (member && header.fragmentCount > 1) this.lostFromStream(header.fragmentCount);
         return;
       }
       this.handleMessage(header, decoded, datagram.length, member);
@@ -847,7 +905,6 @@ export class ClusterEngine implements ReplicationSink {
       return;
     }
     const now = this.options.clock.now();
-    member.lastHeard = now;
     const isData = header.kind === FrameKind.Data;
     if (isData) {
       if (header.fragmentCount === 1) {
@@ -857,6 +914,8 @@ export class ClusterEngine implements ReplicationSink {
     } else if (!this.acceptControl(member, header)) {
       return;
     }
+    // Only now: a duplicate or a replayed frame says nothing about whether the member is alive.
+    member.lastHeard = now;
     const count = decoded.count;
     this.counters.opsReceived += count;
     for (let i = 0; i < count; i++) {
@@ -1089,7 +1148,10 @@ export class ClusterEngine implements ReplicationSink {
     for (const member of [...this.members.values()]) {
       if (now - member.lastHeard > this.timing.memberTimeoutMs) this.removeMember(member.id, 'timed out');
     }
-    this.reassembly.expire();
+    this.reassembly.expire((sender, kind, fragmentsHeld) => {
+      // The fragments it kept count as received, so no NAK will ask for them again.
+      if (kind === FrameKind.Data && this.members.has(sender)) this.lostFromStream(fragmentsHeld);
+    });
     this.sendAck();
     this.sendDueFetches(now);
   }
@@ -1103,14 +1165,29 @@ export class ClusterEngine implements ReplicationSink {
       member.reportedContiguous = member.window.contiguous;
       received.push([member.id, member.window.contiguous]);
     }
-    this.sendControl([
-      {
+    const highestSeq = this.sentThrough;
+    const lowestRetained = this.retransmit.lowestRetained(this.nextSeq);
+    // One datagram holds about a hundred members' positions; a larger cluster gets several ACKs
+    // (each receiver only looks for its own position, and the stream extent repeats harmlessly).
+    const perEntry = this.pairsPerControlEntry();
+    const entries: Entry[] = [];
+    for (let from = 0; from === 0 || from < received.length; from += perEntry) {
+      entries.push({
         op: Op.ACK,
-        highestSeq: this.nextSeq - 1,
-        lowestRetained: this.retransmit.lowestRetained(this.nextSeq),
-        received,
-      },
-    ]);
+        highestSeq,
+        lowestRetained,
+        received: received.slice(from, from + perEntry),
+      });
+    }
+    this.sendControl(entries);
+  }
+
+  /**
+   * How many u32 pairs (ACK positions, NAK ranges) one control entry may carry so that it fits one
+   * datagram: a CBOR pair of two u32 takes at most 11 bytes, and 64 bytes cover the entry's head.
+   */
+  private pairsPerControlEntry(): number {
+    return Math.max(1, Math.floor((this.codec.maxFragmentPayload - 64) / 11));
   }
 
   /**
@@ -1180,6 +1257,12 @@ export class ClusterEngine implements ReplicationSink {
     }
   }
 
+  /** `seqs` of a member's DATA stream were marked received but their ops are lost: anti-entropy repairs them. */
+  private lostFromStream(seqs: number): void {
+    this.counters.unrecoverable += seqs;
+    this.scheduleSync();
+  }
+
   /** Frees retransmit frames every live member has received. */
   private releaseStable(): void {
     let stable = this.nextSeq - 1;
@@ -1211,7 +1294,8 @@ export class ClusterEngine implements ReplicationSink {
     const naks: Entry[] = [];
     for (const member of this.members.values()) {
       if (!member.window?.hasGaps) continue;
-      naks.push({ op: Op.NAK, target: member.id, missing: member.window.missing(64) });
+      const ranges = Math.min(MAX_NAK_RANGES, this.pairsPerControlEntry());
+      naks.push({ op: Op.NAK, target: member.id, missing: member.window.missing(ranges) });
     }
     if (naks.length === 0) return;
     this.counters.naksSent += naks.length;
@@ -1230,10 +1314,16 @@ export class ClusterEngine implements ReplicationSink {
     this.counters.naksReceived++;
     const now = this.options.clock.now();
     let budget = this.limits.maxDatagramsPerFlush * 4;
-    for (const [first, last] of missing) {
+    // The work one NAK may cause, resent or not: a receiver asks for at most MAX_NAK_RANGES ranges
+    // within its window span, so a NAK asking for more (overlapping ranges over the whole buffer,
+    // all in holdoff) is cut short rather than walked.
+    let examine = this.limits.maxWindowSpan;
+    for (let i = 0; i < missing.length && i < MAX_NAK_RANGES; i++) {
+      const [first, last] = missing[i]!;
       const from = Math.max(first, this.retransmit.lowestRetained(this.nextSeq));
-      const to = Math.min(last, this.nextSeq - 1);
-      for (let seq = from; seq <= to && budget > 0; seq++) {
+      const to = Math.min(last, this.sentThrough);
+      for (let seq = from; seq <= to && budget > 0 && examine > 0; seq++) {
+        examine--;
         const frame = this.retransmit.get(seq);
         if (!frame) continue;
         const last = this.lastResent.get(seq);
@@ -1634,6 +1724,8 @@ export class ClusterEngine implements ReplicationSink {
       reassemblyBytes: this.reassembly.heldBytes,
       reassemblyTimeouts: this.reassembly.stats.timedOut,
       reassemblyOverBudget: this.reassembly.stats.overBudget,
+      reassemblyInconsistent: this.reassembly.stats.inconsistent,
+      reassemblyDuplicates: this.reassembly.stats.duplicates,
       pendingSends: this.options.transport.pendingSends,
       nextSeq: this.nextSeq,
     };
