@@ -10,6 +10,7 @@ import { millisToHlc } from '../lib/clock.js';
 import type { McCacheNode } from '../lib/node.js';
 import { generateFernetKey } from '../lib/wire/fernet.js';
 import { MIN_MTU } from '../lib/wire/frame.js';
+import { Op } from '../lib/wire/ops.js';
 import { encodeValue } from '../lib/wire/value-codec.js';
 import { SimulatedCluster } from './helpers/simulated-cluster.js';
 
@@ -138,6 +139,29 @@ describe('replayed frames', () => {
     const metrics = cluster(sim.nodes[0]!);
     assert.ok((metrics.dropped['replayed-control'] ?? 0) > 0, 'the replays arrived and were refused');
     assert.equal(metrics.membersTimedOut, 1, 'replays did not keep the silent member alive');
+    await sim.shutdown();
+  });
+});
+
+describe('answers waiting to be sent', () => {
+  test('are bounded by their encoded bytes: a flood of checksum queries cannot pile up megabytes', async () => {
+    const sim = smallestSealed(2, 59, { maxQueuedOtherBytes: 64 * 1024 });
+    await sim.ready();
+    sim.run(4500);
+    const holder = sim.nodes[0]!;
+    const cache = holder.getCache<string>('c');
+    for (let i = 0; i < 1000; i++) cache[`key-${i}`] = 'x';
+    sim.run(500);
+    // Twenty answers queued in one go, as a burst of INQs handled before the next flush would.
+    const engine = holder.engine as unknown as { enqueueOther(entry: unknown): void };
+    const asker = sim.nodes[1]!.engine.nodeId;
+    const before = cluster(holder).queueDropped;
+    for (let requestId = 1; requestId <= 20; requestId++) {
+      engine.enqueueOther({ op: Op.CHK, requestId, target: asker, result: holder.getLocalChecksum('c') });
+    }
+    const dropped = cluster(holder).queueDropped - before;
+    // One answer (1000 keys, about 40 KB encoded) fits the 64 KiB bound; the others are counted.
+    assert.equal(dropped, 19);
     await sim.shutdown();
   });
 });

@@ -101,6 +101,8 @@ export interface EngineLimits {
   maxQueuedBytes: number;
   /** Non-key entries (clear, replies) waiting to be sent. */
   maxQueuedOther: number;
+  /** Their encoded bytes (a checksum answer for a large cache is large). */
+  maxQueuedOtherBytes: number;
   maxRetransmitFrames: number;
   maxRetransmitBytes: number;
   maxMembers: number;
@@ -127,6 +129,7 @@ export const DEFAULT_LIMITS: Readonly<EngineLimits> = Object.freeze({
   maxQueuedOps: 250_000,
   maxQueuedBytes: 64 * 1024 * 1024,
   maxQueuedOther: 10_000,
+  maxQueuedOtherBytes: 64 * 1024 * 1024,
   maxRetransmitFrames: 32_768,
   maxRetransmitBytes: 48 * 1024 * 1024,
   maxMembers: 256,
@@ -340,7 +343,9 @@ export class ClusterEngine implements ReplicationSink {
   private readonly lastResent = new Map<number, number>();
   /** Queued data ops, encoded (see outbox.ts for when they are coalesced by key). */
   private readonly outbox: Outbox;
-  private pendingOther: Entry[] = [];
+  /** Encoded replies and clears waiting for the flush (their bytes are counted in pendingOtherBytes). */
+  private pendingOther: Uint8Array[] = [];
+  private pendingOtherBytes = 0;
   private readonly queries = new Map<number, PendingQuery>();
   private readonly timers = new Set<TimerHandle>();
   private readonly defer: (run: () => void) => void;
@@ -525,11 +530,20 @@ export class ClusterEngine implements ReplicationSink {
   }
 
   private enqueueOther(entry: Entry): void {
+    // Encoded now, so that the queue is bounded by what it really holds: one checksum answer for a
+    // large cache can take megabytes, and any member (anyone, without a key) may ask.
     if (this.pendingOther.length >= this.limits.maxQueuedOther) {
       this.counters.queueDropped++;
       return;
     }
-    this.pendingOther.push(entry);
+    const bytes = this.encodeOrCount(entry);
+    if (!bytes) return;
+    if (this.pendingOtherBytes + bytes.length > this.limits.maxQueuedOtherBytes) {
+      this.counters.queueDropped++;
+      return;
+    }
+    this.pendingOther.push(bytes);
+    this.pendingOtherBytes += bytes.length;
     this.scheduleFlush();
   }
 
@@ -591,10 +605,8 @@ export class ClusterEngine implements ReplicationSink {
     if (this.pendingOther.length > 0) {
       const other = this.pendingOther;
       this.pendingOther = [];
-      for (const entry of other) {
-        const bytes = this.encodeOrCount(entry);
-        if (bytes) append(bytes, undefined);
-      }
+      this.pendingOtherBytes = 0;
+      for (const bytes of other) append(bytes, undefined);
     }
     const outbox = this.outbox;
     for (let size = outbox.nextSize(); size > 0 && !busy(); size = outbox.nextSize()) {
