@@ -14,8 +14,12 @@ export interface TimerHandle {
 export interface Clock {
   /** Milliseconds since the Unix epoch (may be fractional). */
   now(): number;
-  /** Runs `callback` after `delayMs`. Real timers are unref'd so they never keep a process alive. */
-  setTimeout(callback: () => void, delayMs: number): TimerHandle;
+  /**
+   * Runs `callback` after `delayMs`. Real timers are unref'd so they never keep a process alive,
+   * unless `keepAlive`: a timer that settles a promise the user awaits (a cluster query) must, or a
+   * short script awaiting it would just exit.
+   */
+  setTimeout(callback: () => void, delayMs: number, keepAlive?: boolean): TimerHandle;
 }
 
 /** The real clock: Date.now() and unref'd node timers. */
@@ -24,9 +28,9 @@ export class SystemClock implements Clock {
     return Date.now();
   }
 
-  setTimeout(callback: () => void, delayMs: number): TimerHandle {
+  setTimeout(callback: () => void, delayMs: number, keepAlive = false): TimerHandle {
     const timer = setTimeout(callback, delayMs);
-    timer.unref();
+    if (!keepAlive) timer.unref();
     return { cancel: () => clearTimeout(timer) };
   }
 }

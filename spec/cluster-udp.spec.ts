@@ -5,9 +5,11 @@
  * Every wait is a condition with a deadline; members are always killed in `finally`.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { mulberry32 } from '../lib/transport/memory-network.js';
 import { generateFernetKey } from '../lib/wire/fernet.js';
 import { FRAME_MAGIC, PREFIX_BYTES, peekSender } from '../lib/wire/frame.js';
@@ -25,6 +27,7 @@ import {
   waitForMembers,
   writeConcurrently,
 } from './helpers/processes.js';
+import { TSX_LOADER } from './helpers/tsx.js';
 
 /** Members may take a while to start when other tests run alongside (tsx compiles on start). */
 const MEMBERS_DEADLINE_MS = 5000;
@@ -207,6 +210,49 @@ describe('cluster on UDP multicast (separate processes, loopback)', () => {
       const common = await converged([a!, b!], 2000);
       assert.ok('after-crash' in common);
       await assertHoldsWhatWasWritten([a!, b!], log);
+    } finally {
+      await cluster.close();
+    }
+  });
+
+  test('a script that only awaits getClusterMetrics() gets the answers before it exits', async () => {
+    // The socket and the engine's timers never keep a process alive; a pending query must, or
+    // `console.log(await getClusterMetrics())` in a short script ends the process without a word.
+    const cluster = new ProcessCluster();
+    try {
+      const [a] = await cluster.spawnAll([{ name: 'a' }]);
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          TSX_LOADER,
+          fileURLToPath(new URL('./fixtures/await-cluster-query.ts', import.meta.url)),
+        ],
+        {
+          env: {
+            PATH: process.env.PATH,
+            MCCACHE_MULTICAST_IP: cluster.group,
+            MCCACHE_MULTICAST_PORT: String(cluster.port),
+            MCCACHE_MULTICAST_IF: LOOPBACK,
+            MCCACHE_MULTICAST_HOPS: '1',
+            MCCACHE_LOG_FILENAME: cluster.logFile('script'),
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let output = '';
+      child.stdout!.on('data', (chunk) => {
+        output += chunk;
+      });
+      child.stderr!.on('data', (chunk) => {
+        output += chunk;
+      });
+      const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      const code = await waitFor(() => exit, 30_000, 'the script to finish').finally(() => child.kill());
+      assert.equal(code, 0, output);
+      const answered = JSON.parse(output.trim().split('\n').at(-1)!) as string[];
+      assert.ok(answered.includes(a!.nodeId), `the other member answered: ${output}`);
+      assert.equal(answered.length, 2);
     } finally {
       await cluster.close();
     }

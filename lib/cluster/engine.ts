@@ -489,6 +489,8 @@ export class ClusterEngine implements ReplicationSink {
       const timer = this.options.clock.setTimeout(
         () => this.finishQuery(requestId),
         this.timing.queryTimeoutMs,
+        // Keeps the process alive until the answers are in: a script may do nothing but await them.
+        true,
       );
       this.queries.set(requestId, { expected, results, resolve, timer });
       this.sendControl([
