@@ -37,6 +37,21 @@ describe('membership', () => {
     await cluster.shutdown();
   });
 
+  test('a write after shutdown() stays in that process and is counted, not sent', async () => {
+    const cluster = await started({ members: 2, seed: 4 });
+    const [staying, leaving] = [cluster.nodes[0]!, cluster.nodes[1]!];
+    await leaving.shutdown();
+    const cache = leaving.getCache<string>('c');
+    cache.late = 'too late';
+    cache.later = 'also too late';
+    cluster.run(500);
+    assert.equal(cache.late, 'too late', 'kept locally');
+    assert.equal(leaving.getLocalMetrics().cluster.writesAfterShutdown, 2);
+    assert.equal(staying.getCache<string>('c').late, undefined, 'not replicated');
+    cluster.nodes.pop();
+    await cluster.shutdown();
+  });
+
   test('a crashed member (no BYE) is dropped after the timeout and the rest keep working', async () => {
     const cluster = await started({ members: 3, seed: 3, timing: { memberTimeoutMs: 2000 } });
     await cluster.crash(cluster.nodes[2]!);

@@ -196,7 +196,10 @@ export interface EngineCounters {
   naksSent: number;
   naksReceived: number;
   duplicates: number;
-  /** Seqs given up on because the sender no longer held them (anti-entropy repairs them). */
+  /**
+   * Seqs given up on because the sender no longer held them, or whose fragmented message was lost
+   * after they counted as received (timed out or undecodable): anti-entropy repairs them.
+   */
   unrecoverable: number;
   queueDropped: number;
   /** Times the flush came to a stop at the slowest receiver's full flow-control window. */
@@ -205,6 +208,8 @@ export interface EngineCounters {
   progressReports: number;
   /** Ops that could not be encoded (a bug if ever non-zero); logged. */
   encodeErrors: number;
+  /** Local changes made after shutdown(): kept in this process, not replicated (the first is logged). */
+  writesAfterShutdown: number;
   membersJoined: number;
   membersLeft: number;
   membersTimedOut: number;
@@ -316,6 +321,7 @@ export class ClusterEngine implements ReplicationSink {
     flowBlocked: 0,
     progressReports: 0,
     encodeErrors: 0,
+    writesAfterShutdown: 0,
     membersJoined: 0,
     membersLeft: 0,
     membersTimedOut: 0,
@@ -449,7 +455,16 @@ export class ClusterEngine implements ReplicationSink {
     crcLow: number,
     encoded: Uint8Array | undefined,
   ): void {
-    if (this.closed) return;
+    if (this.closed) {
+      this.counters.writesAfterShutdown++;
+      if (this.counters.writesAfterShutdown === 1) {
+        this.options.log.warn(
+          `cache "${cache}": a change after shutdown() is kept in this process only; it is not replicated (further ones are counted in writesAfterShutdown)`,
+          { key },
+        );
+      }
+      return;
+    }
     this.enqueueData(kind, cache, key, tsm, this.nodeIdValue, crcHigh, crcLow, encoded);
   }
 
