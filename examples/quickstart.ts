@@ -1,6 +1,6 @@
 /**
  * The example from McCache for Python's README, in TypeScript. Run two or three copies at once
- * (`npx tsx examples/quickstart.ts` in several terminals) to watch them share the cache.
+ * (`npm run example` in several terminals) to watch them share the cache.
  */
 import {
   getCache,
@@ -11,32 +11,25 @@ import {
   whenReady,
 } from '../lib/index.js';
 
-await whenReady();
+await whenReady(); // optional: resolves when the network is up (it does not wait for other members)
+// Give copies started in other terminals a few seconds to show up, so that they share what follows.
+for (let waited = 0; getLocalMetrics().cluster.members === 0 && waited < 5000; waited += 100) {
+  await new Promise((resolve) => setTimeout(resolve, 100));
+}
 const c = getCache<Date>('demo');
 
 let k = 'k1';
 c[k] = new Date(); // Insert a cache entry
-console.log(`Inserted on ${c[k]?.toISOString()}`);
-
 c[k] = new Date(); // Update a cache entry
-console.log(`Updated on ${c[k]?.toISOString()}`);
 console.log(`Metadata for key '${k}' is`, c.metadata[k]);
-
 delete c[k]; // Delete a cache entry
-if (!(k in c)) console.log(` ${k} is not in the cache.`);
+if (!(k in c)) console.log(`${k} is not in the cache.`);
 
 k = 'k2';
 c[k] = new Date(); // Insert another cache entry
-console.log(`Inserted on ${c[k]?.toISOString()}`);
+// Every 'demo' cache in the cluster now holds just one entry, 'k2'.
 
-// At this point every 'demo' cache in the cluster holds just one entry, 'k2'.
-
-// Query the local cache checksum and metrics.
-console.dir(getLocalChecksum('demo'), { depth: null });
-console.dir(getLocalMetrics('demo').caches, { depth: null });
-
-// Ask the other members for their metrics (resolves with those that answer within a second).
-const cluster = await getClusterMetrics('demo');
-console.log(`members that answered: ${Object.keys(cluster).join(', ')}`);
-
-await shutdown();
+console.log(getLocalChecksum('demo')); // { k2: { crc: '0559728d541f9256', tsm: 1838741920526337 } }
+console.log(getLocalMetrics('demo').caches); // counters of this member's caches (and .cluster, .process)
+console.log(await getClusterMetrics('demo')); // { [nodeId]: metrics } of every member that answers
+await shutdown(); // flush, say goodbye, close the socket
