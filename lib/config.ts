@@ -205,6 +205,26 @@ function isPeerEntry(entry: string): boolean {
   return Number(port) >= 1 && Number(port) <= 65535 && (!looksNumeric || isIPv4(host!));
 }
 
+const UNICAST_BIND_EXPECTED = 'expected address:port, such as 0.0.0.0:4000';
+
+/** A UDP port as text: digits only, 1-65535. */
+function portProblem(port: string): string | undefined {
+  if (!/^\d+$/.test(port)) return `port ${JSON.stringify(port)} is not a number from 1 to 65535`;
+  if (Number(port) < 1 || Number(port) > 65535) return `port ${port} is out of range 1-65535`;
+  return undefined;
+}
+
+/** What is wrong with an MCCACHE_UNICAST_BIND value (IPv4 address:port), or undefined; '' means the default. */
+function unicastBindProblem(value: string): string | undefined {
+  if (value === '') return undefined;
+  const match = /^([^:]*):([^:]*)$/.exec(value);
+  if (!match) return UNICAST_BIND_EXPECTED;
+  const [, address, port] = match;
+  if (!isIPv4(address!)) return `${address || '(empty)'} is not an IPv4 address; ${UNICAST_BIND_EXPECTED}`;
+  const badPort = portProblem(port!);
+  return badPort ? `${badPort}; ${UNICAST_BIND_EXPECTED}` : undefined;
+}
+
 function isMulticast(ip: string): boolean {
   const first = Number(ip.split('.')[0]);
   return isIPv4(ip) && first >= 224 && first <= 239;
@@ -279,8 +299,9 @@ export const settingsSchema = z.object({
     ),
   ),
   natsUrl: z.string({ error: 'expected a NATS URL such as nats://127.0.0.1:4222' }),
-  unicastBind: z.string().refine((v) => v === '' || /^\d{1,3}(\.\d{1,3}){3}:\d{1,5}$/.test(v), {
-    error: 'expected address:port, such as 0.0.0.0:4000',
+  unicastBind: z.string({ error: UNICAST_BIND_EXPECTED }).superRefine((value, context) => {
+    const problem = unicastBindProblem(value);
+    if (problem) context.addIssue({ code: 'custom', message: problem });
   }),
   handleSignals: flag(),
   tantrum: z.preprocess(
@@ -303,7 +324,10 @@ type Labels = Partial<Record<keyof Settings, string>>;
 function readPackageSection(cwd: string): Record<string, unknown> {
   try {
     const pkg = JSON.parse(readFileSync(join(cwd, 'package.json'), 'utf8')) as { mccache?: unknown };
-    return pkg.mccache && typeof pkg.mccache === 'object' ? (pkg.mccache as Record<string, unknown>) : {};
+    const section = pkg.mccache;
+    return section && typeof section === 'object' && !Array.isArray(section)
+      ? (section as Record<string, unknown>)
+      : {};
   } catch {
     return {};
   }
@@ -326,6 +350,85 @@ export function unknownEnvironmentVariables(env: NodeJS.ProcessEnv): string[] {
     }
   }
   return fresh;
+}
+
+const packageKeys = Object.values(SOURCES)
+  .map((s) => s.file)
+  .filter((key): key is string => key !== undefined);
+const warnedPackageKeys = new Set<string>();
+
+/** Lower case without `_`, `-` or an MCCACHE_ prefix: `cacheTtl`, `MCCACHE_CACHE_TTL`, `cache-ttl` read `cachettl`. */
+function squashed(name: string): string {
+  return name
+    .toLowerCase()
+    .replace(/^mccache_/, '')
+    .replace(/[_-]/g, '');
+}
+
+/** Edit distance counting a swap of neighbours as one edit (optimal string alignment). */
+function editDistance(a: string, b: string): number {
+  const rows: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i]);
+  for (let j = 1; j <= b.length; j++) rows[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, rows[i - 2]![j - 2]! + 1);
+      rows[i]![j] = best;
+    }
+  }
+  return rows[a.length]![b.length]!;
+}
+
+/**
+ * The setting a misspelt name most likely meant: one whose option name, package.json key or
+ * environment variable matches it ignoring case, `_`, `-` and the MCCACHE_ prefix, else the nearest
+ * within two edits (one for names of up to four letters). Undefined when nothing is that close.
+ */
+function closestSetting(name: string): keyof Settings | undefined {
+  const wanted = squashed(name);
+  let closest: keyof Settings | undefined;
+  let closestDistance = wanted.length > 4 ? 3 : 2;
+  for (const setting of Object.keys(SOURCES) as (keyof Settings)[]) {
+    const { env, file } = SOURCES[setting];
+    if (!env && !file) continue;
+    for (const candidate of [setting, env, file]) {
+      if (candidate === undefined) continue;
+      const distance = squashed(candidate) === wanted ? 0 : editDistance(squashed(candidate), wanted);
+      if (distance < closestDistance) {
+        closest = setting;
+        closestDistance = distance;
+      }
+    }
+  }
+  return closest;
+}
+
+/**
+ * Warnings, each given once per process, for names mccache does not know (typos): MCCACHE_*
+ * environment variables and keys of the package.json `"mccache"` object. Each names the unknown name
+ * and the closest valid one, or lists the valid ones, e.g.
+ * `unknown package.json key mccache.cahce_size ignored (did you mean cache_size?)`.
+ */
+export function unknownSettingWarnings(sources: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): string[] {
+  const warnings: string[] = [];
+  for (const name of unknownEnvironmentVariables(sources.env ?? process.env)) {
+    const closest = closestSetting(name);
+    const env = closest && SOURCES[closest].env;
+    const hint = env ? `did you mean ${env}?` : `expected one of ${[...knownEnv].join(', ')}`;
+    warnings.push(`unknown environment variable ${name} ignored (${hint})`);
+  }
+  for (const key of Object.keys(readPackageSection(sources.cwd ?? process.cwd()))) {
+    // "//" keys are the usual way to comment a package.json.
+    if (packageKeys.includes(key) || key.startsWith('//') || warnedPackageKeys.has(key)) continue;
+    warnedPackageKeys.add(key);
+    const closest = closestSetting(key);
+    const file = closest && SOURCES[closest].file;
+    const hint = file ? `did you mean ${file}?` : `expected one of ${packageKeys.join(', ')}`;
+    warnings.push(`unknown package.json key mccache.${key} ignored (${hint})`);
+  }
+  return warnings;
 }
 
 /** Inputs to {@link resolveSettings}; each defaults to the real process. */
@@ -365,7 +468,9 @@ export function resolveSettings(sources: SettingsSources = {}): Readonly<Setting
     raw[name as keyof Settings] = value;
     labels[name as keyof Settings] = `option ${name}`;
   }
-  splitMulticastAddress(raw, labels);
+  // What an error quotes: the value as the user wrote it, before MCCACHE_MULTICAST_IP lost its :port.
+  const written: RawSettings = { ...raw };
+  splitMulticastAddress(raw, labels, written);
   const parsed = settingsSchema
     .refine((settings) => !(settings.natsUrl && settings.peers.length > 0), {
       error: 'expected either MCCACHE_PEERS or MCCACHE_NATS_URL, not both',
@@ -375,20 +480,32 @@ export function resolveSettings(sources: SettingsSources = {}): Readonly<Setting
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const name = issue.path[0] as keyof Settings;
-    const shown = name === 'cryptoKeys' ? '(hidden)' : JSON.stringify(raw[name]);
+    const shown = name === 'cryptoKeys' ? '(hidden)' : JSON.stringify(written[name]);
     throw new ConfigError(`${labels[name] ?? name}=${shown}: ${issue.message}`);
   }
   return Object.freeze(parsed.data as Settings);
 }
 
-/** MCCACHE_MULTICAST_IP may carry `:port`, which then wins over MCCACHE_MULTICAST_PORT. */
-function splitMulticastAddress(raw: RawSettings, labels: Labels): void {
+/**
+ * MCCACHE_MULTICAST_IP may carry `:port`, which then wins over MCCACHE_MULTICAST_PORT. Errors in either
+ * part quote the whole value (`written`), as the user set it.
+ */
+function splitMulticastAddress(raw: RawSettings, labels: Labels, written: RawSettings): void {
   const address = raw.multicastIp;
   if (typeof address !== 'string' || !address.includes(':')) return;
-  const [ip, port] = address.split(':');
+  const label = labels.multicastIp ?? 'multicastIp';
+  const match = /^([^:]*):([^:]*)$/.exec(address);
+  if (!match)
+    throw new ConfigError(
+      `${label}=${JSON.stringify(address)}: expected an IPv4 multicast address with an optional :port, such as 239.1.1.1:4000`,
+    );
+  const [, ip, port] = match;
+  const badPort = portProblem(port!);
+  if (badPort) throw new ConfigError(`${label}=${JSON.stringify(address)}: ${badPort}`);
   raw.multicastIp = ip;
   raw.multicastPort = port;
-  labels.multicastPort = labels.multicastIp ?? 'multicastIp';
+  labels.multicastPort = label;
+  written.multicastPort = address;
 }
 
 /** Picks the per-cache part of the settings. */

@@ -113,13 +113,25 @@ export function getLocalChecksum(name?: string, key?: string): Record<string, { 
   return getDefaultNode().getLocalChecksum(name, key);
 }
 
-/** Metrics of every member that answers within the query timeout, keyed by node id. Also logged. */
-export function getClusterMetrics(name?: string, node?: string | number): Promise<Record<string, unknown>> {
+// The functions that return a Promise are async, so that a bad configuration (thrown while the default
+// member is created) rejects the Promise instead of throwing before the caller can attach a catch.
+
+/**
+ * Metrics of every member that answers within the query timeout, keyed by node id. Also logged.
+ * Rejects (never throws) with a ConfigError if the configuration is invalid.
+ */
+export async function getClusterMetrics(
+  name?: string,
+  node?: string | number,
+): Promise<Record<string, unknown>> {
   return getDefaultNode().getClusterMetrics(name, node);
 }
 
-/** Checksums of every member that answers within the query timeout, keyed by node id. Also logged. */
-export function getClusterChecksum(
+/**
+ * Checksums of every member that answers within the query timeout, keyed by node id. Also logged.
+ * Rejects (never throws) with a ConfigError if the configuration is invalid.
+ */
+export async function getClusterChecksum(
   name?: string,
   key?: string,
   node?: string | number,
@@ -127,8 +139,11 @@ export function getClusterChecksum(
   return getDefaultNode().getClusterChecksum(name, key, node);
 }
 
-/** Resolves once the default member's network is up; rejects with the reason if it failed. */
-export function whenReady(): Promise<void> {
+/**
+ * Resolves once the default member's network is up; rejects with the reason if it failed, including
+ * a ConfigError if the configuration is invalid (it never throws).
+ */
+export async function whenReady(): Promise<void> {
   return getDefaultNode().ready();
 }
 

@@ -5,9 +5,10 @@
  * whatever the level. Hot paths therefore test the precomputed booleans on {@link Log} (for example
  * `if (log.debugOn) log.debug(...)`) and never call the logger for a level that is off.
  */
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import winston from 'winston';
+import { ConfigError } from './config.js';
 
 const LEVELS = { error: 0, warn: 1, info: 2, debug: 3, silly: 4 } as const;
 export type LogLevel = keyof typeof LEVELS;
@@ -29,6 +30,8 @@ export interface LogOptions {
   level: LogLevel;
   /** A template with `{timestamp}`, `{level}`, `{message}` and `{meta}`; empty for the default line. */
   format: string;
+  /** The setting that gave `filename`, named by errors; default `MCCACHE_LOG_FILENAME`. */
+  setting?: string;
 }
 
 function renderLine(template: string, info: winston.Logform.TransformableInfo): string {
@@ -47,9 +50,37 @@ function jsonSafe(_key: string, value: unknown): unknown {
   return typeof value === 'bigint' ? value.toString() : value;
 }
 
-/** A file logger. The folder of `filename` is created if missing. */
+/**
+ * Creates the folder of the log file if missing, and the file, so that a path that cannot be written
+ * fails here, naming the setting, rather than later inside winston (which would lose every line quietly).
+ */
+function prepareLogFile(filename: string, setting: string): void {
+  const refuse = (problem: string, error: unknown): never => {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ConfigError(
+      `${setting}=${JSON.stringify(filename)}: ${problem} (${reason}); expected a writable path`,
+      { cause: error },
+    );
+  };
+  try {
+    mkdirSync(dirname(filename), { recursive: true });
+  } catch (error) {
+    refuse('cannot create its folder', error);
+  }
+  try {
+    closeSync(openSync(filename, 'a'));
+  } catch (error) {
+    refuse('cannot open it for appending', error);
+  }
+}
+
+/**
+ * A file logger. The folder of `filename` is created if missing.
+ *
+ * @throws ConfigError if the folder cannot be created or the file cannot be opened for appending.
+ */
 export function createLog(options: LogOptions): Log {
-  mkdirSync(dirname(options.filename), { recursive: true });
+  prepareLogFile(options.filename, options.setting ?? 'MCCACHE_LOG_FILENAME');
   const logger = winston.createLogger({
     level: options.level,
     levels: LEVELS,

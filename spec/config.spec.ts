@@ -10,6 +10,7 @@ import {
   DEFAULTS,
   resolveSettings,
   unknownEnvironmentVariables,
+  unknownSettingWarnings,
 } from '../lib/config.js';
 
 const folders: string[] = [];
@@ -184,10 +185,49 @@ describe('multicast address', () => {
     assert.equal(settings.multicastPort, 4567);
   });
 
-  test('a bad port inside MCCACHE_MULTICAST_IP is reported under that variable', () => {
+  test('a bad port inside MCCACHE_MULTICAST_IP is reported with the whole value and what is wrong', () => {
+    const cases: [string, string][] = [
+      ['239.1.1.1:99999', 'MCCACHE_MULTICAST_IP="239.1.1.1:99999": port 99999 is out of range 1-65535'],
+      ['239.1.1.1:0', 'MCCACHE_MULTICAST_IP="239.1.1.1:0": port 0 is out of range 1-65535'],
+      [
+        '239.1.1.1:http',
+        'MCCACHE_MULTICAST_IP="239.1.1.1:http": port "http" is not a number from 1 to 65535',
+      ],
+      ['239.1.1.1:', 'MCCACHE_MULTICAST_IP="239.1.1.1:": port "" is not a number from 1 to 65535'],
+      [
+        '239.1.1.1:4000:1',
+        'MCCACHE_MULTICAST_IP="239.1.1.1:4000:1": expected an IPv4 multicast address with an optional :port, such as 239.1.1.1:4000',
+      ],
+    ];
+    for (const [value, message] of cases) {
+      assert.throws(
+        () => resolveSettings({ env: { MCCACHE_MULTICAST_IP: value }, cwd: workingDirectory() }),
+        {
+          name: 'ConfigError',
+          message,
+        },
+      );
+    }
+  });
+
+  test('a bad address before a good port is reported with the whole value', () => {
     assert.throws(
-      () => resolveSettings({ env: { MCCACHE_MULTICAST_IP: '224.0.0.5:99999' }, cwd: workingDirectory() }),
-      /^ConfigError: MCCACHE_MULTICAST_IP=.*expected a UDP port of at most 65535/,
+      () => resolveSettings({ env: { MCCACHE_MULTICAST_IP: '10.0.0.1:4000' }, cwd: workingDirectory() }),
+      {
+        name: 'ConfigError',
+        message:
+          'MCCACHE_MULTICAST_IP="10.0.0.1:4000": expected an IPv4 multicast address (224.0.0.0-239.255.255.255)',
+      },
+    );
+  });
+
+  test('the same holds for multicast_ip in package.json', () => {
+    assert.throws(
+      () => resolveSettings({ env: {}, cwd: workingDirectory({ multicast_ip: '239.1.1.1:70000' }) }),
+      {
+        name: 'ConfigError',
+        message: 'package.json mccache.multicast_ip="239.1.1.1:70000": port 70000 is out of range 1-65535',
+      },
     );
   });
 });
@@ -304,6 +344,61 @@ describe('unknown MCCACHE_* variables', () => {
   });
 });
 
+describe('unknown package.json keys', () => {
+  test('are warned about once per process, naming the closest valid key', () => {
+    const cwd = workingDirectory({ cahce_size: 1000, cache_ttl: 5 });
+    assert.deepEqual(unknownSettingWarnings({ env: {}, cwd }), [
+      'unknown package.json key mccache.cahce_size ignored (did you mean cache_size?)',
+    ]);
+    assert.deepEqual(unknownSettingWarnings({ env: {}, cwd }), [], 'warned once');
+    assert.equal(resolveSettings({ env: {}, cwd }).size, DEFAULTS.size, 'the misspelt key changes nothing');
+  });
+
+  test('option names and environment variable names point to their package.json key', () => {
+    const cwd = workingDirectory({ ttl: 60, logFilename: '/tmp/a.log', MCCACHE_LOG_LEVEL: 'info' });
+    assert.deepEqual(unknownSettingWarnings({ env: {}, cwd }), [
+      'unknown package.json key mccache.ttl ignored (did you mean cache_ttl?)',
+      'unknown package.json key mccache.logFilename ignored (did you mean log_filename?)',
+      'unknown package.json key mccache.MCCACHE_LOG_LEVEL ignored (did you mean log_level?)',
+    ]);
+  });
+
+  test('a key close to no valid one lists the valid keys; "//" comment keys are not warned about', () => {
+    const cwd = workingDirectory({ colour: 'blue', '//': 'a comment' });
+    const warnings = unknownSettingWarnings({ env: {}, cwd });
+    assert.equal(warnings.length, 1);
+    assert.match(
+      warnings[0]!,
+      /^unknown package\.json key mccache\.colour ignored \(expected one of cache_ttl, /,
+    );
+    for (const key of ['cache_max', 'multicast_ip', 'unicast_bind', 'log_filename', 'test_monkey_tantrum'])
+      assert.ok(warnings[0]!.includes(key), key);
+  });
+
+  test('unknown MCCACHE_* variables come through the same warnings, with the closest variable', () => {
+    const warnings = unknownSettingWarnings({
+      env: { MCCACHE_CACHE_TLL: '1', MCCACHE_NOTHING_LIKE_IT: '1' },
+      cwd: workingDirectory(),
+    });
+    assert.equal(
+      warnings[0],
+      'unknown environment variable MCCACHE_CACHE_TLL ignored (did you mean MCCACHE_CACHE_TTL?)',
+    );
+    assert.match(
+      warnings[1]!,
+      /^unknown environment variable MCCACHE_NOTHING_LIKE_IT ignored \(expected one of MCCACHE_CACHE_TTL, /,
+    );
+    assert.equal(warnings.length, 2);
+  });
+
+  test('no package.json, or no "mccache" object in it, gives no warning', () => {
+    assert.deepEqual(unknownSettingWarnings({ env: {}, cwd: workingDirectory() }), []);
+    const folder = workingDirectory();
+    writeFileSync(join(folder, 'package.json'), '{"name":"x","mccache":["cache_tll"]}');
+    assert.deepEqual(unknownSettingWarnings({ env: {}, cwd: folder }), []);
+  });
+});
+
 describe('transport settings', () => {
   test('MCCACHE_PEERS entries must be host:port with a real IPv4 address or a DNS name', () => {
     for (const bad of ['10.0.0.999:4000', 'host:70000', 'host', 'host:0']) {
@@ -336,5 +431,35 @@ describe('transport settings', () => {
       () => resolveSettings({ env: { MCCACHE_UNICAST_BIND: 'everywhere' }, cwd: workingDirectory() }),
       /MCCACHE_UNICAST_BIND="everywhere": expected address:port/,
     );
+  });
+
+  test('MCCACHE_UNICAST_BIND needs an IPv4 address and a port from 1 to 65535', () => {
+    const expected = 'expected address:port, such as 0.0.0.0:4000';
+    const cases: [string, string][] = [
+      ['999.1.1.1:4000', `999.1.1.1 is not an IPv4 address; ${expected}`],
+      ['localhost:4000', `localhost is not an IPv4 address; ${expected}`],
+      [':4000', `(empty) is not an IPv4 address; ${expected}`],
+      ['127.0.0.1:70000', `port 70000 is out of range 1-65535; ${expected}`],
+      ['127.0.0.1:0', `port 0 is out of range 1-65535; ${expected}`],
+      ['127.0.0.1:x', `port "x" is not a number from 1 to 65535; ${expected}`],
+      ['127.0.0.1:4000:1', expected],
+    ];
+    for (const [value, problem] of cases) {
+      assert.throws(
+        () => resolveSettings({ env: { MCCACHE_UNICAST_BIND: value }, cwd: workingDirectory() }),
+        {
+          name: 'ConfigError',
+          message: `MCCACHE_UNICAST_BIND=${JSON.stringify(value)}: ${problem}`,
+        },
+      );
+    }
+    for (const good of ['0.0.0.0:4000', '127.0.0.1:1', '10.1.2.3:65535', '']) {
+      const settings = resolveSettings({ env: { MCCACHE_UNICAST_BIND: good }, cwd: workingDirectory() });
+      assert.equal(settings.unicastBind, good);
+    }
+    assert.throws(() => resolveSettings({ env: {}, cwd: workingDirectory({ unicast_bind: 4000 }) }), {
+      name: 'ConfigError',
+      message: `package.json mccache.unicast_bind=4000: ${expected}`,
+    });
   });
 });

@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { ConfigError } from '../lib/config.js';
 import { createLog, silentLog } from '../lib/log.js';
+import { createNode } from '../lib/node.js';
 import { TSX_LOADER } from './helpers/tsx.js';
 
 const folders: string[] = [];
@@ -79,6 +81,54 @@ describe('file logging', () => {
     log.info('custom', { crc: 12345678901234567890n });
     const text = await readUntil(file, 'custom');
     assert.match(text, /^\[info\] custom \| \{"crc":"12345678901234567890"\}$/m);
+  });
+});
+
+describe('a log path that cannot be written', () => {
+  test('a folder that cannot be created is a ConfigError naming the setting, the value and the OS reason', () => {
+    const plainFile = join(temporaryFolder(), 'hostname');
+    writeFileSync(plainFile, 'not a folder');
+    const filename = join(plainFile, 'x.log');
+    assert.throws(
+      () => createLog({ filename, level: 'warn', format: '' }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError, String(error));
+        const prefix = `MCCACHE_LOG_FILENAME=${JSON.stringify(filename)}: cannot create its folder (`;
+        assert.ok(error.message.startsWith(prefix), error.message);
+        assert.match(error.message, /\((EEXIST|ENOTDIR): .*\); expected a writable path$/);
+        assert.equal((error.cause as NodeJS.ErrnoException).syscall, 'mkdir');
+        return true;
+      },
+    );
+  });
+
+  test('a path that is a folder is refused at once, naming the setting given', () => {
+    const folder = temporaryFolder();
+    assert.throws(
+      () =>
+        createLog({
+          filename: folder,
+          level: 'warn',
+          format: '',
+          setting: 'package.json mccache.log_filename',
+        }),
+      {
+        name: 'ConfigError',
+        message: new RegExp(
+          `^package\\.json mccache\\.log_filename="${folder}": cannot open it for appending \\(EISDIR: .*\\); expected a writable path$`,
+        ),
+      },
+    );
+  });
+
+  test('createNode reports a bad MCCACHE_LOG_FILENAME as a ConfigError before opening any socket', () => {
+    const plainFile = join(temporaryFolder(), 'plain');
+    writeFileSync(plainFile, '');
+    const filename = join(plainFile, 'x.log');
+    assert.throws(() => createNode({ env: { MCCACHE_LOG_FILENAME: filename }, cwd: temporaryFolder() }), {
+      name: 'ConfigError',
+      message: new RegExp(`^MCCACHE_LOG_FILENAME="${filename}": cannot create its folder`),
+    });
   });
 });
 
