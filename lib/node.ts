@@ -8,7 +8,7 @@ import { cpus, freemem, loadavg, totalmem } from 'node:os';
 import type { Cache } from './cache/proxy.js';
 import { CacheRegistry } from './cache/registry.js';
 import type { CacheStore, StoreContext } from './cache/store.js';
-import type { CacheCounters } from './cache/types.js';
+import type { CacheCounters, EntryChecksum } from './cache/types.js';
 import { type Clock, HybridLogicalClock, SystemClock, type TimerHandle } from './clock.js';
 import {
   ClusterEngine,
@@ -41,42 +41,80 @@ export interface NodeOptions {
   cwd?: string;
   /** A transport to use instead of the one the settings describe. */
   transport?: Transport;
+  /** Time and timers (default the system's); tests pass a ManualClock to make time deterministic. */
   clock?: Clock;
   /** A fixed node id (u32, nonzero); default random. */
   nodeId?: number;
+  /** Where log lines go (default a winston log built from the logging settings). */
   log?: Log;
+  /** Overrides of the engine's timers (heartbeat, member timeout, query timeout, ...). */
   timing?: Partial<EngineTiming>;
+  /** Overrides of the engine's bounds on buffers and tables. */
   limits?: Partial<EngineLimits>;
   /** How the engine schedules a flush (default setImmediate). */
   defer?: (run: () => void) => void;
+  /** Source of randomness in [0, 1) for jitter and request ids (default Math.random); seed it for repeatable tests. */
   random?: () => number;
 }
 
-/** Process figures included in metrics. */
+/** Figures of the process and its host included in metrics, to tell a busy member from a faulty one. */
 export interface ProcessFigures {
+  /** The host's 1, 5 and 15 minute load averages (os.loadavg). */
   loadAverage: number[];
+  /** Logical CPUs of the host. */
   cpus: number;
+  /** CPU time this process spent in user code since it started, in microseconds. */
   cpuUserMicros: number;
+  /** CPU time this process spent in the kernel since it started, in microseconds. */
   cpuSystemMicros: number;
+  /** Resident set size of the process, in bytes. */
   rssBytes: number;
+  /** V8 heap in use, in bytes. */
   heapUsedBytes: number;
+  /** Free memory of the host, in bytes. */
   freeMemoryBytes: number;
+  /** Total memory of the host, in bytes. */
   totalMemoryBytes: number;
+  /** Seconds since the process started. */
   uptimeSeconds: number;
 }
 
 /** What getLocalMetrics returns. Plain data: it serialises to JSON. */
 export interface LocalMetrics {
+  /** This member's node id, 8 hex digits. */
   node: string;
+  /** Counters of each cache (or of the one asked for), by cache name. */
   caches: Record<string, CacheCounters>;
+  /**
+   * The cluster engine's counters, its gauges (members, queuedOps, queuedBytes, retransmitFrames,
+   * reassembly figures, ...), replication latency and the transport's counters.
+   */
   cluster: EngineCounters &
     Record<string, unknown> & {
+      /** Time from a write on another member to its arrival here (first-hand writes only), in ms. */
       latencyMs: LatencySummary;
       /** The transport's counters: sent, received, sendErrors, tantrumDropped, and its own. */
       transport: Record<string, number>;
     };
+  /** Figures of the process and host. */
   process: ProcessFigures;
 }
+
+/**
+ * What getClusterMetrics returns: each answering member's {@link LocalMetrics}, keyed by its node id
+ * (8 hex digits, as {@link McCacheNode.id}). Answers of other members are plain data decoded from
+ * the network as that member's version of mccache sent them: a member on another version may add
+ * or lack fields, so check a field before relying on it.
+ */
+export type ClusterMetrics = Record<string, LocalMetrics>;
+
+/**
+ * What getClusterChecksum returns: each answering member's `{ key: { crc, tsm } }`, keyed by its
+ * node id (8 hex digits, as {@link McCacheNode.id}). Members agree on a key when both fields are
+ * equal. Answers of other members are plain data decoded from the network as that member's
+ * version of mccache sent them.
+ */
+export type ClusterChecksums = Record<string, Record<string, EntryChecksum>>;
 
 const DEFAULT_CACHE = 'mccache';
 
@@ -116,10 +154,15 @@ export function transportFor(settings: Readonly<Settings>, warn: (message: strin
 
 /** One cluster member. */
 export class McCacheNode {
+  /** The resolved settings: options, package.json and MCCACHE_* variables over the defaults. */
   readonly settings: Readonly<Settings>;
+  /** The member's log. */
   readonly log: Log;
+  /** The clock of every cache and timer of this member. */
   readonly clock: Clock;
+  /** Replicates this member's changes and applies the others'; for metrics and tests. */
   readonly engine: ClusterEngine;
+  /** This member's caches by name. */
   readonly registry: CacheRegistry;
   private readonly started: Promise<void>;
   private startError: Error | undefined;
@@ -253,24 +296,38 @@ export class McCacheNode {
   }
 
   /** `{ key: { crc, tsm } }` of one cache, sorted by key (or of one key). */
-  getLocalChecksum(name: string = DEFAULT_CACHE, key?: string): Record<string, { crc: string; tsm: number }> {
+  getLocalChecksum(name: string = DEFAULT_CACHE, key?: string): Record<string, EntryChecksum> {
     return this.registry.store(name)?.checksum(key) ?? {};
   }
 
-  /** Metrics of every member (or one), keyed by node id; members that do not answer in time are absent. */
-  async getClusterMetrics(name?: string, node?: string | number): Promise<Record<string, unknown>> {
-    const results = await this.engine.query('metrics', name ?? null, null, parseNode(node));
+  /**
+   * Metrics of every member (or one), keyed by node id; members that do not answer in time are
+   * absent. Other members' answers are plain data as their version sent it (see {@link ClusterMetrics}).
+   */
+  async getClusterMetrics(name?: string, node?: string | number): Promise<ClusterMetrics> {
+    // Each answer is the member's getLocalMetrics; the wire checked only that it is plain data.
+    const results = (await this.engine.query(
+      'metrics',
+      name ?? null,
+      null,
+      parseNode(node),
+    )) as ClusterMetrics;
     this.log.info('cluster metrics', results);
     return results;
   }
 
-  /** Checksums of every member (or one), keyed by node id. */
-  async getClusterChecksum(
-    name?: string,
-    key?: string,
-    node?: string | number,
-  ): Promise<Record<string, unknown>> {
-    const results = await this.engine.query('checksum', name ?? DEFAULT_CACHE, key ?? null, parseNode(node));
+  /**
+   * Checksums of every member (or one), keyed by node id; members that do not answer in time are
+   * absent. Other members' answers are plain data as their version sent it (see {@link ClusterChecksums}).
+   */
+  async getClusterChecksum(name?: string, key?: string, node?: string | number): Promise<ClusterChecksums> {
+    // Each answer is the member's getLocalChecksum; the wire checked only that it is plain data.
+    const results = (await this.engine.query(
+      'checksum',
+      name ?? DEFAULT_CACHE,
+      key ?? null,
+      parseNode(node),
+    )) as ClusterChecksums;
     this.log.info('cluster checksum', results);
     return results;
   }

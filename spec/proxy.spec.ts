@@ -5,10 +5,11 @@ import { inspect } from 'node:util';
 import { type Cache, createCacheProxy, storeOf } from '../lib/cache/proxy.js';
 import { CacheRegistry } from '../lib/cache/registry.js';
 import { CacheStore, type StoreContext } from '../lib/cache/store.js';
-import type { EntryMetadata } from '../lib/cache/types.js';
+import { ChangeKind, type EntryMetadata } from '../lib/cache/types.js';
 import { HybridLogicalClock, ManualClock } from '../lib/clock.js';
 import { type CacheOptions, cacheSettingsOf, DEFAULTS } from '../lib/config.js';
 import { silentLog } from '../lib/log.js';
+import { crcOf, encodeValue } from '../lib/wire/value-codec.js';
 
 function makeCache<V = unknown>(options: CacheOptions = {}, name = 'things') {
   const clock = new ManualClock();
@@ -184,6 +185,24 @@ describe('metadata view', () => {
     assert.equal('missing' in cache.metadata, false);
     assert.deepEqual(Object.keys(cache.metadata), ['k']);
     assert.deepEqual(JSON.parse(JSON.stringify(cache.metadata)).k.crc, metadata.crc);
+  });
+
+  test('metadata writer is the writer node id in 8 hex digits, the form of node.id', () => {
+    const { cache } = makeCache<string>(); // node id 1
+    cache.local = 'here';
+    assert.equal(cache.metadata.local?.writer, '00000001');
+    const encoded = encodeValue('there');
+    const tsm = cache.metadata.local!.tsm + 1;
+    storeOf(cache).applyRemote({
+      kind: ChangeKind.Insert,
+      key: 'remote',
+      tsm,
+      writer: 0xabc,
+      crc: crcOf(encoded),
+      encoded,
+    });
+    assert.equal(cache.remote, 'there');
+    assert.equal(cache.metadata.remote?.writer, '00000abc');
   });
 
   test('reading metadata is not a lookup, and the view is read-only', () => {

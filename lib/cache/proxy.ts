@@ -34,7 +34,10 @@ export type MetadataView = { readonly [key: string]: EntryMetadata | undefined }
  * Mutating a cached object in place does not replicate: assign a new value (or open the cache with
  * `freeze: true` so that in-place mutation throws).
  */
-export type Cache<V = unknown> = { [key: string]: V | undefined } & { readonly metadata: MetadataView };
+export type Cache<V = unknown> = { [key: string]: V | undefined } & {
+  /** The metadata of each live entry (`cache.metadata[key]`); the name is reserved, see {@link storeOf}. */
+  readonly metadata: MetadataView;
+};
 
 /** Reads the store through the proxy without exposing it as a key (module-private symbol). */
 const STORE = Symbol('mccache.store');
