@@ -16,8 +16,15 @@
  */
 import type { Cache } from './cache/proxy.js';
 import type { CacheStore } from './cache/store.js';
+import type { EntryChecksum } from './cache/types.js';
 import type { CacheOptions } from './config.js';
-import { createNode, type LocalMetrics, type McCacheNode } from './node.js';
+import {
+  type ClusterChecksums,
+  type ClusterMetrics,
+  createNode,
+  type LocalMetrics,
+  type McCacheNode,
+} from './node.js';
 
 export type { Cache, MetadataView } from './cache/proxy.js';
 export { storeOf } from './cache/proxy.js';
@@ -28,6 +35,7 @@ export {
   type CacheCounters,
   type CacheStoreApi,
   ChangeKind,
+  type EntryChecksum,
   type EntryMetadata,
   type KeyVersion,
   type RemoteChange,
@@ -47,7 +55,15 @@ export {
 } from './config.js';
 export type { Log } from './log.js';
 export { getHops, getMtu, MissingToolError } from './netcheck.js';
-export { createNode, type LocalMetrics, McCacheNode, type NodeOptions, type ProcessFigures } from './node.js';
+export {
+  type ClusterChecksums,
+  type ClusterMetrics,
+  createNode,
+  type LocalMetrics,
+  McCacheNode,
+  type NodeOptions,
+  type ProcessFigures,
+} from './node.js';
 export {
   MemoryNetwork,
   type MemoryNetworkFaults,
@@ -109,7 +125,7 @@ export function getLocalMetrics(name?: string): LocalMetrics {
 }
 
 /** `{ key: { crc, tsm } }` of a cache on this member, sorted by key. */
-export function getLocalChecksum(name?: string, key?: string): Record<string, { crc: string; tsm: number }> {
+export function getLocalChecksum(name?: string, key?: string): Record<string, EntryChecksum> {
   return getDefaultNode().getLocalChecksum(name, key);
 }
 
@@ -120,10 +136,7 @@ export function getLocalChecksum(name?: string, key?: string): Record<string, { 
  * Metrics of every member that answers within the query timeout, keyed by node id. Also logged.
  * Rejects (never throws) with a ConfigError if the configuration is invalid.
  */
-export async function getClusterMetrics(
-  name?: string,
-  node?: string | number,
-): Promise<Record<string, unknown>> {
+export async function getClusterMetrics(name?: string, node?: string | number): Promise<ClusterMetrics> {
   return getDefaultNode().getClusterMetrics(name, node);
 }
 
@@ -135,7 +148,7 @@ export async function getClusterChecksum(
   name?: string,
   key?: string,
   node?: string | number,
-): Promise<Record<string, unknown>> {
+): Promise<ClusterChecksums> {
   return getDefaultNode().getClusterChecksum(name, key, node);
 }
 

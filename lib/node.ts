@@ -23,7 +23,7 @@ import {
   cacheSettingsOf,
   resolveSettings,
   type Settings,
-  unknownEnvironmentVariables,
+  unknownSettingWarnings,
 } from './config.js';
 import { createLog, type Log } from './log.js';
 import { LazyTransport } from './transport/lazy.js';
@@ -182,9 +182,10 @@ export class McCacheNode {
         level: this.settings.logLevel,
         format: this.settings.logFormat,
       });
-    for (const name of unknownEnvironmentVariables(env)) {
-      this.log.warn(`unknown environment variable ${name} ignored`);
-      process.emitWarning(`mccache: unknown environment variable ${name} ignored (typo?)`);
+    // Unknown MCCACHE_* variables and unknown keys of package.json's "mccache" section, once each.
+    for (const message of unknownSettingWarnings({ env, cwd: options.cwd ?? process.cwd() })) {
+      this.log.warn(message);
+      process.emitWarning(`mccache: ${message}`);
     }
     this.clock = options.clock ?? new SystemClock();
     const hlc = new HybridLogicalClock(this.clock);

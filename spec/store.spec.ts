@@ -343,7 +343,7 @@ describe('metadata and checksums', () => {
     assert.equal(metadata.crc.length, 16);
     assert.equal(metadata.lkp, 0, 'never read');
     assert.equal(metadata.exp, hlcToMillis(metadata.tsm) + 60_000);
-    assert.equal(metadata.writer, LOCAL.toString(16));
+    assert.equal(metadata.writer, LOCAL.toString(16).padStart(8, '0'));
     assert.equal(metadata.size, 1 + encoded.length);
     assert.equal(hlcToMillis(metadata.tsm), clock.now());
     clock.advance(1500);
@@ -506,7 +506,7 @@ describe('last write wins', () => {
     assert.equal(store.get('k'), 'newer');
     const metadata = store.metadataOf('k')!;
     assert.equal(metadata.tsm, newer);
-    assert.equal(metadata.writer, PEER.toString(16));
+    assert.equal(metadata.writer, PEER.toString(16).padStart(8, '0'));
     const counters = store.counters();
     assert.equal(counters.remoteApplied, 1);
     assert.equal(counters.remoteStale, 1);

@@ -38,6 +38,7 @@ import {
   type CacheCounters,
   type CacheStoreApi,
   ChangeKind,
+  type EntryChecksum,
   type EntryMetadata,
   type KeyVersion,
   type RemoteChange,
@@ -62,7 +63,7 @@ export interface StoreContext {
   maxTombstones: number;
 }
 
-/** Thrown when one entry (encoded key and value) is larger than its cache's `size` limit. */
+// String.prototype.isWellFormed is ES2024 (in Node 20); the ES2022 lib does not declare it.
 declare global {
   interface String {
     /** ES2024, in Node 20: false if the string holds a lone surrogate. */
@@ -83,7 +84,9 @@ function refuseKey(key: string, cache: string): never {
   );
 }
 
+/** Thrown when one entry (encoded key and value) is larger than its cache's `size` limit. */
 export class EntryTooLargeError extends TypeError {
+  /** 'EntryTooLargeError', to tell it from other TypeErrors in logs. */
   override name = 'EntryTooLargeError';
 }
 
@@ -172,6 +175,7 @@ export function defineEntry(target: object, key: string, value: unknown): void {
  * throw.
  */
 export class CacheStore<V = unknown> implements CacheStoreApi {
+  /** The cache's name, the same on every member. */
   readonly name: string;
   private readonly context: StoreContext;
   private readonly hlc: HybridLogicalClock;
@@ -431,14 +435,14 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
       crc: crcHex(this.crcList[slot]!),
       lkp: this.lkpList[slot]!,
       exp: this.ttlMs > 0 ? hlcToMillis(tsm) + this.ttlMs : null,
-      writer: this.writerList[slot]!.toString(16),
+      writer: this.writerList[slot]!.toString(16).padStart(8, '0'),
       size: this.sizeList[slot]!,
     };
   }
 
   /** `{ key: { crc, tsm } }` of the live entries (or of `key` alone), sorted by key. */
-  checksum(key?: string): Record<string, { crc: string; tsm: number }> {
-    const result: Record<string, { crc: string; tsm: number }> = {};
+  checksum(key?: string): Record<string, EntryChecksum> {
+    const result: Record<string, EntryChecksum> = {};
     const keys = key === undefined ? this.keys().sort() : this.has(key) ? [key] : [];
     for (const name of keys) {
       const slot = this.slots.get(name)!;
@@ -742,6 +746,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     }
   }
 
+  /** The cache's counters now, for metrics. */
   counters(): CacheCounters {
     this.reclaimExpired();
     return {

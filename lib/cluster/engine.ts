@@ -68,8 +68,9 @@ export interface EngineTiming {
   queryTimeoutMs: number;
   /** Anti-entropy period (MCCACHE_CACHE_PULSE). */
   pulseMs: number;
-  /** How often a starting member repeats NEW, and how many times. */
+  /** How often a starting member repeats NEW (its announcement), so that a lost one is not fatal. */
   newRetryMs: number;
+  /** How many times it repeats NEW. */
   newRetries: number;
   /**
    * After start and after a member appears, extra sync rounds at these delays: a state transfer is
@@ -103,8 +104,11 @@ export interface EngineLimits {
   maxQueuedOther: number;
   /** Their encoded bytes (a checksum answer for a large cache is large). */
   maxQueuedOtherBytes: number;
+  /** Sent DATA frames kept for retransmission; the oldest go first (a member that misses them is repaired by anti-entropy). */
   maxRetransmitFrames: number;
+  /** Bytes of those frames. */
   maxRetransmitBytes: number;
+  /** Members tracked; datagrams from further senders are dropped (counted as too-many-members). */
   maxMembers: number;
   /** Seqs a receiver tracks past its contiguous point before giving up and resynchronising. */
   maxWindowSpan: number;
@@ -118,10 +122,13 @@ export interface EngineLimits {
    * buffer (4 MiB asked for) from overflowing into loss and retransmission storms.
    */
   flowWindowBytes: number;
+  /** Fragmented messages reassembled at once per sender. */
   reassemblyMessagesPerSender: number;
+  /** Bytes held for reassembly per sender. */
   reassemblyBytesPerSender: number;
   /** Bytes held for all senders together (spoofed sender ids cannot multiply the budget). */
   reassemblyBytesTotal: number;
+  /** getClusterMetrics/getClusterChecksum calls awaiting answers; beyond it a call returns the local answer only. */
   maxPendingQueries: number;
 }
 
@@ -185,22 +192,32 @@ export interface EngineOptions {
 
 /** The engine's counters, part of getLocalMetrics. */
 export interface EngineCounters {
+  /** Datagrams handed to the transport (DATA, control and retransmitted frames). */
   datagramsSent: number;
+  /** Datagrams that arrived from the transport, before any check. */
   datagramsReceived: number;
   /** Datagrams dropped before anything was applied, by reason. */
   dropped: Record<string, number>;
+  /** Cache ops (writes, deletes, evictions, repairs) put in DATA messages. */
   opsSent: number;
+  /** Cache ops received in DATA messages and passed to the stores. */
   opsReceived: number;
+  /** DATA messages sent (a message larger than a datagram goes as several fragments). */
   messagesSent: number;
+  /** Frames sent again because a member NAKed them. */
   retransmits: number;
+  /** Requests for missing frames sent to their senders. */
   naksSent: number;
+  /** NAKs received from members missing our frames. */
   naksReceived: number;
+  /** DATA frames received twice (replays, retransmits that crossed the original); dropped. */
   duplicates: number;
   /**
    * Seqs given up on because the sender no longer held them, or whose fragmented message was lost
    * after they counted as received (timed out or undecodable): anti-entropy repairs them.
    */
   unrecoverable: number;
+  /** Ops or replies not queued because a send queue was full; anti-entropy repairs lost ops. */
   queueDropped: number;
   /** Times the flush came to a stop at the slowest receiver's full flow-control window. */
   flowBlocked: number;
@@ -210,11 +227,17 @@ export interface EngineCounters {
   encodeErrors: number;
   /** Local changes made after shutdown(): kept in this process, not replicated (the first is logged). */
   writesAfterShutdown: number;
+  /** Members first heard from (including ones that came back). */
   membersJoined: number;
+  /** Members that said goodbye (BYE). */
   membersLeft: number;
+  /** Members dropped after staying silent for the member timeout. */
   membersTimedOut: number;
+  /** Anti-entropy digests sent (one per cache per round). */
   syncsSent: number;
+  /** Versions sent to a member that lacked them or held an older one. */
   repairsPushed: number;
+  /** Keys asked of a member that holds a newer version. */
   repairsRequested: number;
   /**
    * Differences anti-entropy left to the DATA streams for now, their newer version being still in
@@ -228,6 +251,7 @@ export interface EngineCounters {
   repairsDeduplicated: number;
   /** Rounds of our own run because a list back never came (lost, refused or its sender gone). */
   repliesMissed: number;
+  /** Newcomers this member brought up to date as their donor. */
   stateTransfers: number;
 }
 
@@ -304,7 +328,12 @@ const FETCH_RETRY_HEARTBEATS = 2;
 /** How many departed member ids are remembered (oldest forgotten first). */
 const DEPARTED_MEMORY = 1024;
 
+/**
+ * Replicates the local changes of every store to the other members, and applies theirs: ordered,
+ * NAK-repaired DATA streams, heartbeats and membership, anti-entropy, cluster queries.
+ */
 export class ClusterEngine implements ReplicationSink {
+  /** Counters since start, part of getLocalMetrics. */
   readonly counters: EngineCounters = {
     datagramsSent: 0,
     datagramsReceived: 0,
