@@ -139,6 +139,31 @@ describe('replayed frames', () => {
     const metrics = cluster(sim.nodes[0]!);
     assert.ok((metrics.dropped['replayed-control'] ?? 0) > 0, 'the replays arrived and were refused');
     assert.equal(metrics.membersTimedOut, 1, 'replays did not keep the silent member alive');
+    assert.equal(metrics.members, 0, 'nor did they bring it back once it had timed out');
+    assert.equal(metrics.membersJoined, 1);
+    await sim.shutdown();
+  });
+});
+
+describe('a member back from a partition', () => {
+  test('is accepted again after timing out, though replays of its old frames are not', async () => {
+    const sim = smallestSealed(2, 61);
+    await sim.ready();
+    sim.nodes[1]!.getCache<string>('c').before = 'partition';
+    sim.run(1000);
+    sim.network.partition([sim.endpoints[0]!], [sim.endpoints[1]!]);
+    sim.run(7000); // past the 5 s timeout on both sides
+    assert.equal(cluster(sim.nodes[0]!).membersTimedOut, 1);
+    sim.nodes[1]!.getCache<string>('c').during = 'partition';
+    sim.network.heal();
+    sim.run(3000);
+    assert.equal(sim.nodes[0]!.engine.memberIds().length, 1, 'it is a member again');
+    sim.nodes[1]!.getCache<string>('c').after = 'healing';
+    assert.notEqual(sim.runUntilConverged('c', 5000), undefined);
+    assert.deepEqual(
+      { ...sim.nodes[0]!.getCache<string>('c') },
+      { before: 'partition', during: 'partition', after: 'healing' },
+    );
     await sim.shutdown();
   });
 });

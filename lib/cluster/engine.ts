@@ -373,6 +373,14 @@ export class ClusterEngine implements ReplicationSink {
   private readonly limits: EngineLimits;
   private readonly members = new Map<number, Member>();
   private readonly departed = new Set<number>();
+  /**
+   * For members that timed out (with a key only): the highest CONTROL and DATA seqs heard from them.
+   * A frame at or below these is a replay of their past traffic (genuine and sealed, so it passes
+   * the HMAC within the 60 s token window) and must not bring the member back: a ghost kept alive by
+   * replays would hold back stability and, through its stale positions, the flow window. The same
+   * member back from a partition sends higher seqs and is welcome. At most DEPARTED_MEMORY ids.
+   */
+  private readonly silentFloors = new Map<number, { control: number; data: number }>();
   private readonly reassembly: Reassembly;
   private readonly retransmit: RetransmitBuffer;
   private readonly lastResent = new Map<number, number>();
@@ -957,6 +965,10 @@ export class ClusterEngine implements ReplicationSink {
     datagramBytes: number,
     known: Member | undefined,
   ): void {
+    if (!known && this.replaysSilentMember(header)) {
+      this.drop(header.kind === FrameKind.Data ? 'duplicate' : 'replayed-control');
+      return;
+    }
     const member = known ?? this.memberFor(header.sender);
     if (!member) {
       this.drop('too-many-members');
@@ -1399,8 +1411,25 @@ export class ClusterEngine implements ReplicationSink {
     }
   }
 
+  /** True if a frame from an unknown sender repeats what that sender sent before it timed out. */
+  private replaysSilentMember(header: FrameHeader): boolean {
+    const floors = this.silentFloors.get(header.sender);
+    if (floors === undefined) return false;
+    if (header.seq <= (header.kind === FrameKind.Data ? floors.data : floors.control)) return true;
+    this.silentFloors.delete(header.sender); // newer traffic: the member is back
+    return false;
+  }
+
   private removeMember(id: number, why: 'left' | 'timed out'): void {
-    if (!this.members.delete(id)) return;
+    const member = this.members.get(id);
+    if (!member || !this.members.delete(id)) return;
+    if (why === 'timed out' && this.fernet) {
+      this.silentFloors.delete(id);
+      this.silentFloors.set(id, { control: member.controlHighest, data: member.window?.highest ?? 0 });
+      if (this.silentFloors.size > DEPARTED_MEMORY) {
+        this.silentFloors.delete(this.silentFloors.keys().next().value!);
+      }
+    }
     if (why === 'left') {
       this.departed.add(id);
       if (this.departed.size > DEPARTED_MEMORY) this.departed.delete(this.departed.values().next().value!);
