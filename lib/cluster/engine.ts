@@ -583,6 +583,21 @@ export class ClusterEngine implements ReplicationSink {
     this.scheduleFlush();
   }
 
+  /**
+   * True (and counted) when the send queue has no room left for another answer: checked before
+   * computing one, since a checksum of a large cache costs time in proportion to its size.
+   */
+  private answersFull(): boolean {
+    if (
+      this.pendingOther.length < this.limits.maxQueuedOther &&
+      this.pendingOtherBytes < this.limits.maxQueuedOtherBytes
+    ) {
+      return false;
+    }
+    this.counters.queueDropped++;
+    return true;
+  }
+
   private enqueueOther(entry: Entry): void {
     // Encoded now, so that the queue is bounded by what it really holds: one checksum answer for a
     // large cache can take megabytes, and any member (anyone, without a key) may ask.
@@ -1136,12 +1151,14 @@ export class ClusterEngine implements ReplicationSink {
         return;
       case Op.INQ:
         if (entry.target === 0 || entry.target === this.nodeIdValue) {
+          if (this.answersFull()) return;
           const result = this.options.answers.checksum(entry.cache, entry.key);
           this.enqueueOther({ op: Op.CHK, requestId: entry.requestId, target: member.id, result });
         }
         return;
       case Op.MET:
         if (entry.target === 0 || entry.target === this.nodeIdValue) {
+          if (this.answersFull()) return;
           const result = this.options.answers.metrics(entry.cache);
           this.enqueueOther({ op: Op.MTR, requestId: entry.requestId, target: member.id, result });
         }
