@@ -7,6 +7,7 @@
 
 /** A cancellable timer handle returned by {@link Clock.setTimeout}. */
 export interface TimerHandle {
+  /** Stops the timer if it has not fired yet; harmless to call again or after it fired. */
   cancel(): void;
 }
 

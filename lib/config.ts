@@ -15,6 +15,7 @@ export interface CallbackContext {
   type: 'update' | 'delete' | 'incoherent';
   /** The cache name. */
   namespace: string;
+  /** The key that changed. */
   key: string;
   /** Wall-clock ms of the last local read. */
   lkp: number;
@@ -50,10 +51,13 @@ export interface CacheSettings {
 export interface ClusterSettings {
   /** Cluster name; members of other clusters on the same group are ignored. */
   cluster: string;
+  /** IPv4 multicast group (224.0.0.0-239.255.255.255); given as `ip:port`, its port wins over `multicastPort`. */
   multicastIp: string;
+  /** UDP port of the multicast group (1-65535). */
   multicastPort: number;
   /** Interface address to join and send on. */
   multicastIf: string;
+  /** Multicast TTL: how many router hops a datagram may cross (1-255). */
   multicastHops: number;
   /**
    * Largest datagram (UDP payload bytes) mccache sends, or `'auto'`: the multicast interface's MTU
@@ -67,8 +71,11 @@ export interface ClusterSettings {
   pulse: number;
   /** Seconds between housekeeper runs (expiry, timeouts). */
   daemonSleep: number;
+  /** Path of the log file; its folder is created if missing. */
   logFilename: string;
+  /** Line template with `{timestamp}`, `{level}`, `{message}` and `{meta}`; empty for the default line. */
   logFormat: string;
+  /** Most verbose level written to the log file. */
   logLevel: 'error' | 'warn' | 'info' | 'debug' | 'silly';
   /** Percentage of datagrams dropped on send and on receive, for testing. */
   tantrum: number;
@@ -82,6 +89,7 @@ export interface ClusterSettings {
   handleSignals: boolean;
 }
 
+/** Every setting: the per-cache ones plus the process-wide ones, after defaults and every source are merged. */
 export type Settings = CacheSettings & ClusterSettings;
 
 /** Packet size for a 1500-byte Ethernet MTU: what `packetMtu: 'auto'` uses when the MTU is unknown. */
@@ -315,6 +323,7 @@ export const settingsSchema = z.object({
 
 /** A setting that failed validation: names the source, the value and what was expected. */
 export class ConfigError extends TypeError {
+  /** Error class name, shown in stack traces and `String(error)`. */
   override name = 'ConfigError';
 }
 

@@ -15,12 +15,19 @@ export type LogLevel = keyof typeof LEVELS;
 
 /** A logger plus cheap per-level guards. */
 export interface Log {
+  /** True when `warn` lines are written; test it before building a costly message. */
   readonly warnOn: boolean;
+  /** True when `info` lines are written; test it before building a costly message. */
   readonly infoOn: boolean;
+  /** True when `debug` lines are written; test it before building a costly message on a hot path. */
   readonly debugOn: boolean;
+  /** Logs at level error (always written); `meta` is appended as JSON. */
   error(message: string, meta?: object): void;
+  /** Logs at level warn; `meta` is appended as JSON. */
   warn(message: string, meta?: object): void;
+  /** Logs at level info; `meta` is appended as JSON. */
   info(message: string, meta?: object): void;
+  /** Logs at level debug; `meta` is appended as JSON. */
   debug(message: string, meta?: object): void;
 }
 

@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 
 /** A system tool is missing: says which Debian package provides it. */
 export class MissingToolError extends Error {
+  /** Error class name, shown in stack traces and `String(error)`. */
   override name = 'MissingToolError';
 }
 

@@ -49,8 +49,11 @@ export interface MemoryNetworkOptions {
 
 /** Fault rates that {@link MemoryNetwork.setFaults} may change mid-test. */
 export interface MemoryNetworkFaults {
+  /** Probability (0..1) that one delivery is lost. */
   loss?: number;
+  /** Probability (0..1) that one delivery arrives twice. */
   duplicate?: number;
+  /** Probability (0..1) that one delivery gets an extra random delay of up to `jitterMs`. */
   reorder?: number;
 }
 
@@ -101,6 +104,7 @@ const REST_GROUP = 0;
  * timer on the clock, so the clock's timer list stays short however busy the network is.
  */
 export class MemoryNetwork {
+  /** Live counters of every send and delivery since the network was created; never reset. */
   readonly stats: MemoryNetworkStats = {
     sent: 0,
     addressed: 0,
@@ -344,6 +348,7 @@ export class MemoryTransport implements Transport {
   /** @internal Use {@link MemoryNetwork.attach}. */
   constructor(
     private readonly network: MemoryNetwork,
+    /** The endpoint's name given to {@link MemoryNetwork.attach}, for diagnostics. */
     readonly name: string,
   ) {
     this.description = `memory://${name}`;

@@ -41,6 +41,7 @@ export const MAX_VALUE_BYTES = 16 * 1024 * 1024;
 
 /** Thrown when a value cannot be cached; the cache is left unchanged. */
 export class UnencodableValueError extends TypeError {
+  /** Error class name, shown in stack traces and `String(error)`. */
   override name = 'UnencodableValueError';
 }
 
