@@ -7,11 +7,12 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ChangeKind } from '../lib/cache/types.js';
 import { millisToHlc } from '../lib/clock.js';
+import type { ReceiveWindow } from '../lib/cluster/receive-window.js';
 import type { McCacheNode } from '../lib/node.js';
 import { generateFernetKey } from '../lib/wire/fernet.js';
-import { MIN_MTU } from '../lib/wire/frame.js';
-import { Op } from '../lib/wire/ops.js';
-import { encodeValue } from '../lib/wire/value-codec.js';
+import { FrameCodec, FrameKind, MIN_MTU } from '../lib/wire/frame.js';
+import { decodeEntries, Op } from '../lib/wire/ops.js';
+import { encodeValue, hash32 } from '../lib/wire/value-codec.js';
 import { SimulatedCluster } from './helpers/simulated-cluster.js';
 
 const KEY = generateFernetKey();
@@ -188,5 +189,54 @@ describe('answers waiting to be sent', () => {
     // One answer (1000 keys, about 40 KB encoded) fits the 64 KiB bound; the others are counted.
     assert.equal(dropped, 19);
     await sim.shutdown();
+  });
+});
+
+describe('fragments held before their sender was known', () => {
+  test('their resends fill the gap, so the stream does not stall', async () => {
+    // The sender alone writes a value of many fragments; its datagrams are recorded.
+    const sending = new SimulatedCluster({ members: 1, seed: 71, settings: { pulse: 0 } });
+    await sending.ready();
+    const recorded: Buffer[] = [];
+    const endpoint = sending.endpoints[0]!;
+    const send = endpoint.send.bind(endpoint);
+    endpoint.send = (datagram) => {
+      recorded.push(Buffer.from(datagram));
+      send(datagram);
+    };
+    sending.run(100);
+    sending.nodes[0]!.getCache<Uint8Array>('c').big = new Uint8Array(40 * 1400).fill(7);
+    sending.run(1500); // it keeps announcing itself (NEW) for its first 1.2 s
+    const codec = new FrameCodec({ clusterId: hash32('mccache'), sender: 1, mtu: 65_507 });
+    const frames = recorded.map((datagram) => ({ datagram, frame: codec.fromDatagram(datagram) }));
+    const fragments = frames.filter((f) => f.frame.ok && f.frame.header.fragmentCount > 1);
+    const newFrame = frames.find(
+      (f) =>
+        f.frame.ok &&
+        f.frame.header.kind === FrameKind.Control &&
+        decodeEntries(f.frame.payload).ok === true &&
+        (decodeEntries(f.frame.payload) as { entries: { op: number }[] }).entries.some(
+          (entry) => entry.op === Op.NEW,
+        ),
+    );
+    assert.ok(fragments.length > 20 && newFrame, 'recorded the fragments and a NEW');
+    // The receiver gets the first 20 fragments before it knows the sender, then a NEW (a member
+    // with no stream position yet), then the rest, then the first 20 again, as resends would be.
+    const receiving = new SimulatedCluster({ members: 1, seed: 73, settings: { pulse: 0 } });
+    await receiving.ready();
+    const deliver = (datagram: Buffer) => receiving.endpoints[0]!.receive(Buffer.from(datagram));
+    for (const f of fragments.slice(0, 20)) deliver(f.datagram);
+    deliver(newFrame!.datagram);
+    for (const f of fragments.slice(20)) deliver(f.datagram);
+    for (const f of fragments.slice(0, 20)) deliver(f.datagram);
+    receiving.run(10);
+    const receiver = receiving.nodes[0]!;
+    assert.deepEqual(receiver.getCache<Uint8Array>('c').big, new Uint8Array(40 * 1400).fill(7));
+    const window = (
+      receiver.engine as unknown as { members: Map<number, { window?: ReceiveWindow }> }
+    ).members.get(sending.nodes[0]!.engine.nodeId)!.window!;
+    assert.equal(window.hasGaps, false, 'every seq of the value counts as received');
+    await receiving.shutdown();
+    await sending.shutdown();
   });
 });

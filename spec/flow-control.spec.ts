@@ -89,6 +89,34 @@ describe('flow control', () => {
     }
   });
 
+  test('a retransmit buffer smaller than a waiting message never stalls the stream', async () => {
+    // Frames enter the retransmit buffer when sent, not when numbered: had the 300 frames of one
+    // value been kept at once, a 100-frame buffer would have pushed out frames not yet sent, whose
+    // loss receivers could neither repair nor give up on (lowestRetained above the highest sent).
+    const sim = new SimulatedCluster({
+      members: 2,
+      seed: 8,
+      faults: { delayMs: 2, jitterMs: 0, loss: 0.05 },
+      settings: { max: 100_000, size: 256 * 1024 * 1024 },
+      limits: { maxRetransmitFrames: 100, flowWindowBytes: 16 * 1472 },
+    });
+    try {
+      await settled(sim);
+      const cache = sim.nodes[0]!.getCache<Uint8Array | string>('flow');
+      const big = new Uint8Array(300 * 1400).map((_, i) => (i * 13) & 0xff);
+      cache.big = big;
+      cache.after = 'the small write behind it';
+      sim.run(20);
+      sim.network.setFaults({ loss: 0 });
+      assert.notEqual(sim.runUntilConverged('flow', 60_000), undefined, 'the stream kept moving');
+      const reader = sim.nodes[1]!.getCache<Uint8Array | string>('flow');
+      assert.deepEqual(reader.big, big);
+      assert.equal(reader.after, 'the small write behind it');
+    } finally {
+      await sim.shutdown();
+    }
+  });
+
   test('on a fast network the window costs nothing: the burst converges as soon as without it', async () => {
     const convergedAfter = async (flowWindowBytes: number) => {
       const sim = cluster(4, 0.05, 0, flowWindowBytes);

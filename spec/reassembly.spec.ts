@@ -186,7 +186,7 @@ describe('reassembly', () => {
     assert.equal(reassembly.heldMessages, 1);
   });
 
-  test('says whether each fragment was kept, so a receiver marks only kept seqs as received', () => {
+  test('says whether it has each fragment, so a receiver marks only those seqs as received', () => {
     const { reassembly } = setup({ maxMessagesPerSender: 1 });
     const held = fragments(1, 0, 300);
     const refused = fragments(1, 10, 200);
@@ -195,10 +195,17 @@ describe('reassembly', () => {
     reassembly.add(refused[0]![0], refused[0]![1]);
     assert.equal(reassembly.lastFragmentKept, false, 'refused: the budget is full');
     reassembly.add(held[0]![0], held[0]![1]);
-    assert.equal(reassembly.lastFragmentKept, false, 'a duplicate adds nothing');
+    assert.equal(reassembly.lastFragmentKept, true, 'a duplicate of a held fragment: it is had');
     reassembly.add(held[1]![0], held[1]![1]);
     assert.ok(reassembly.add(held[2]![0], held[2]![1]));
     assert.equal(reassembly.lastFragmentKept, true, 'completed the message');
+    reassembly.add(held[1]![0], held[1]![1]);
+    assert.equal(reassembly.lastFragmentKept, true, 'a late duplicate of a completed message: had too');
+    const pending = fragments(2, 100, 300);
+    reassembly.add(pending[0]![0], pending[0]![1]);
+    const disagreeing = fragments(2, 100, 350); // the same message id, another length
+    reassembly.add(disagreeing[1]![0], disagreeing[1]![1]);
+    assert.equal(reassembly.lastFragmentKept, false, 'inconsistent with its message: not had');
     reassembly.add(refused[0]![0], refused[0]![1]);
     assert.equal(reassembly.lastFragmentKept, true, 'room again: the same fragment is kept now');
   });

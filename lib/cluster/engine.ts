@@ -757,17 +757,15 @@ export class ClusterEngine implements ReplicationSink {
   }
 
   /**
-   * Puts one message on the reliable DATA stream: numbers and keeps its frames, and queues them for
+   * Puts one message on the reliable DATA stream: numbers its frames and queues them for
    * {@link transmitUnsent} (the flush sends them as the flow-control window allows, so a value of
    * thousands of fragments does not go out in one burst). Returns the number of datagrams.
    */
   private sendData(message: Uint8Array): number {
     if (this.nextSeq >= SEQ_ROTATE_AT) this.rotateIdentity();
     const frames = this.codec.fragment(FrameKind.Data, this.nextSeq, message);
-    for (const frame of frames) {
-      this.retransmit.add(this.nextSeq++, frame);
-      this.unsent.push(frame);
-    }
+    this.nextSeq += frames.length;
+    for (const frame of frames) this.unsent.push(frame);
     this.counters.messagesSent++;
     return frames.length;
   }
@@ -790,12 +788,20 @@ export class ClusterEngine implements ReplicationSink {
       sent < limit &&
       (everything || transport.pendingSends < this.limits.maxPendingSends)
     ) {
-      this.transmit(this.unsent[this.unsentFrom]!);
+      const frame = this.unsent[this.unsentFrom]!;
+      // Kept for resending from the moment it is sent, not before: the buffer's bounds may then
+      // only push out frames receivers could have had (lowestRetained never passes sentThrough).
+      this.retransmit.add(this.sentThrough + 1, frame);
+      this.transmit(frame);
       this.unsent[this.unsentFrom++] = EMPTY_FRAME;
       sent++;
     }
     if (this.unsentFrom === this.unsent.length) {
       this.unsent.length = 0;
+      this.unsentFrom = 0;
+    } else if (this.unsentFrom >= 1024 && this.unsentFrom * 2 >= this.unsent.length) {
+      // Sends held back by the OS while writes go on: drop the sent slots now and then.
+      this.unsent.splice(0, this.unsentFrom);
       this.unsentFrom = 0;
     }
     return sent;
@@ -1253,7 +1259,7 @@ export class ClusterEngine implements ReplicationSink {
       received.push([member.id, member.window.contiguous]);
     }
     const highestSeq = this.sentThrough;
-    const lowestRetained = this.retransmit.lowestRetained(this.nextSeq);
+    const lowestRetained = this.retransmit.lowestRetained(this.sentThrough + 1);
     // One datagram holds about a hundred members' positions; a larger cluster gets several ACKs
     // (each receiver only looks for its own position, and the stream extent repeats harmlessly).
     const perEntry = this.pairsPerControlEntry();
@@ -1335,7 +1341,7 @@ export class ClusterEngine implements ReplicationSink {
     for (const [node, contiguous] of entry.received) {
       if (node === this.nodeIdValue) {
         // The latest report, not the maximum: one bogus report must not free frames for good.
-        member.hasOurs = Math.min(contiguous, this.nextSeq - 1);
+        member.hasOurs = Math.min(contiguous, this.sentThrough);
         member.hasOursAt = this.options.clock.now();
         this.releaseStable();
         // The window may have opened: send what waits (the flush checks the window again).
@@ -1352,7 +1358,7 @@ export class ClusterEngine implements ReplicationSink {
 
   /** Frees retransmit frames every live member has received. */
   private releaseStable(): void {
-    let stable = this.nextSeq - 1;
+    let stable = this.sentThrough;
     // A member that has not reported yet (-1) holds everything back until its first ACK.
     for (const member of this.members.values()) stable = Math.min(stable, member.hasOurs);
     this.retransmit.releaseUpTo(stable);
@@ -1407,7 +1413,7 @@ export class ClusterEngine implements ReplicationSink {
     let examine = this.limits.maxWindowSpan;
     for (let i = 0; i < missing.length && i < MAX_NAK_RANGES; i++) {
       const [first, last] = missing[i]!;
-      const from = Math.max(first, this.retransmit.lowestRetained(this.nextSeq));
+      const from = Math.max(first, this.retransmit.lowestRetained(this.sentThrough + 1));
       const to = Math.min(last, this.sentThrough);
       for (let seq = from; seq <= to && budget > 0 && examine > 0; seq++) {
         examine--;
@@ -1422,7 +1428,7 @@ export class ClusterEngine implements ReplicationSink {
       }
     }
     if (this.lastResent.size > this.limits.maxRetransmitFrames) {
-      const floor = this.retransmit.lowestRetained(this.nextSeq);
+      const floor = this.retransmit.lowestRetained(this.sentThrough + 1);
       for (const seq of this.lastResent.keys()) if (seq < floor) this.lastResent.delete(seq);
       if (this.lastResent.size > this.limits.maxRetransmitFrames) this.lastResent.clear();
     }

@@ -98,9 +98,12 @@ export class Reassembly {
   #heldBytes = 0;
   #heldMessages = 0;
   /**
-   * Whether the last {@link add} kept its fragment (stored it, or completed a message with it).
-   * A receiver marks a fragment's seq as received only then: a fragment refused for lack of budget
-   * must stay missing, so that it is asked for again.
+   * Whether reassembly has the last {@link add}'s fragment: it stored it, completed a message with
+   * it, or already held it (a duplicate of a held fragment or of a message completed recently). A
+   * receiver marks a fragment's seq as received only then. A fragment refused for lack of budget, or
+   * inconsistent with its message, must stay missing, so that it is asked for again; a duplicate
+   * must count, or a retransmission of a fragment held since before its sender was known would
+   * leave a gap that no resend could fill.
    */
   lastFragmentKept = false;
 
@@ -145,6 +148,7 @@ export class Reassembly {
     if (message === undefined) {
       if (sender?.completed.includes(key)) {
         this.stats.duplicates++;
+        this.lastFragmentKept = true;
         return undefined;
       }
       sender ??= this.#senderFor(header.sender);
@@ -165,6 +169,7 @@ export class Reassembly {
 
     if (message.received[header.fragmentIndex] === 1) {
       this.stats.duplicates++;
+      this.lastFragmentKept = true;
       return undefined;
     }
     message.received[header.fragmentIndex] = 1;
