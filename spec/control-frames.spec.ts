@@ -52,6 +52,37 @@ describe('control frames fit one datagram', () => {
     for (const node of sim.nodes) {
       assert.equal(cluster(node).dropped['fragmented-control'] ?? 0, 0);
       assert.equal(cluster(node).encodeErrors, 0);
+      assert.equal(cluster(node).controlTooLarge, 0);
+    }
+    await sim.shutdown();
+  });
+
+  test('lists under a long cache name are chunked to fit; only a key too long for any datagram is left out', async () => {
+    const sim = smallestSealed(2, 67);
+    await sim.ready();
+    const name = 'n'.repeat(200);
+    for (const node of sim.nodes) node.getCache(name);
+    sim.run(4500);
+    const [holder, lacking] = [sim.nodes[0]!, sim.nodes[1]!];
+    const keys = [...Array.from({ length: 30 }, (_, i) => `${i}`.padEnd(150, 'k')), 'L'.repeat(1500)];
+    for (const key of keys) {
+      holder.getStore(name)!.applyRemote({
+        kind: ChangeKind.Insert,
+        key,
+        tsm: millisToHlc(sim.clock.now() - 60_000),
+        writer: 7,
+        encoded: encodeValue('v'),
+      });
+    }
+    (holder.engine as unknown as { sendSync(): void }).sendSync();
+    sim.run(3000);
+    const got = lacking.getCache<string>(name);
+    for (const key of keys.slice(0, 30)) assert.equal(got[key], 'v', `repaired ${key.slice(0, 3)}...`);
+    assert.equal(got[keys[30]!], undefined, 'the 1500-byte key does not fit a list entry');
+    assert.ok(cluster(holder).controlTooLarge > 0, 'and that was counted');
+    for (const node of sim.nodes) {
+      assert.equal(cluster(node).encodeErrors, 0);
+      assert.equal(cluster(node).dropped['fragmented-control'] ?? 0, 0);
     }
     await sim.shutdown();
   });
@@ -68,6 +99,7 @@ describe('control frames fit one datagram', () => {
       assert.equal(node.engine.memberIds().length, 99, 'nobody timed out');
       assert.equal(cluster(node).dropped['fragmented-control'] ?? 0, 0);
       assert.equal(cluster(node).encodeErrors, 0);
+      assert.equal(cluster(node).controlTooLarge, 0);
       assert.equal(node.getCache<string>('c').k, 'everywhere');
       // Our ACKs reached the writer: it released what everyone has (STABLE needs every position).
       assert.equal(cluster(node).membersTimedOut, 0);

@@ -227,6 +227,11 @@ export interface EngineCounters {
   encodeErrors: number;
   /** Local changes made after shutdown(): kept in this process, not replicated (the first is logged). */
   writesAfterShutdown: number;
+  /**
+   * Control entries not sent because even alone they exceed one datagram: a key or cache name of
+   * about 1 KB or more, which anti-entropy then cannot list or fetch (the first per op is logged).
+   */
+  controlTooLarge: number;
   /** Members first heard from (including ones that came back). */
   membersJoined: number;
   /** Members that said goodbye (BYE). */
@@ -351,6 +356,7 @@ export class ClusterEngine implements ReplicationSink {
     progressReports: 0,
     encodeErrors: 0,
     writesAfterShutdown: 0,
+    controlTooLarge: 0,
     membersJoined: 0,
     membersLeft: 0,
     membersTimedOut: 0,
@@ -807,6 +813,9 @@ export class ClusterEngine implements ReplicationSink {
     return sent;
   }
 
+  /** Op codes whose oversized control entry was already logged (see sendControl). */
+  private readonly warnedTooLarge = new Set<number>();
+
   /** Sends unsequenced control entries, each message kept to one datagram. */
   private sendControl(entries: Entry[]): void {
     if (!this.started || this.closed) return;
@@ -825,12 +834,17 @@ export class ClusterEngine implements ReplicationSink {
       const bytes = this.encodeOrCount(entry);
       if (!bytes) continue;
       if (bytes.length > budget) {
-        // Receivers drop fragmented control frames, so such an entry would be lost everywhere:
-        // every sender of control entries chunks them to fit, and one that does not is a bug.
-        this.countEncodeError(
-          entry.op,
-          new RangeError(`a control entry of ${bytes.length} bytes does not fit one datagram (${budget})`),
-        );
+        // Receivers drop fragmented control frames, so such an entry would be lost everywhere. The
+        // senders chunk their lists to fit; what is left is one key or cache name too long for a
+        // datagram (about 1 KB at the smallest sealed packet size): counted, and logged once per op.
+        this.counters.controlTooLarge++;
+        if (!this.warnedTooLarge.has(entry.op)) {
+          this.warnedTooLarge.add(entry.op);
+          this.options.log.warn(
+            `a control entry (op ${entry.op}) of ${bytes.length} bytes does not fit one datagram (${budget}): not sent; ` +
+              'a key or cache name this long cannot be compared or fetched by anti-entropy (data ops still carry it)',
+          );
+        }
         continue;
       }
       if (size + bytes.length > budget) emit();
@@ -1542,7 +1556,8 @@ export class ClusterEngine implements ReplicationSink {
     const store = this.remoteStore(cache);
     if (!store) return;
     const entries: Entry[] = [];
-    const budget = this.codec.maxFragmentPayload - 64;
+    // The entry's head, the cache name and the list head: the rest is for the list itself.
+    const budget = this.codec.maxFragmentPayload - 64 - Buffer.byteLength(cache);
     for (const [bucket, versions] of versionsInBuckets(store, buckets)) {
       let chunk: ListedVersion[] = [];
       let estimate = 0;
@@ -1741,7 +1756,8 @@ export class ClusterEngine implements ReplicationSink {
 
   private sendKeyRequests(target: number, cache: string, keys: string[]): void {
     const entries: Entry[] = [];
-    const budget = this.codec.maxFragmentPayload - 64;
+    // The entry's head, the cache name and the list head: the rest is for the list itself.
+    const budget = this.codec.maxFragmentPayload - 64 - Buffer.byteLength(cache);
     let chunk: string[] = [];
     let size = 0;
     for (const key of keys) {
