@@ -367,4 +367,22 @@ describe('in a cluster, a member with a wrong clock', () => {
     const stamp = a!.getStore('c')!.metadataOf('k')!.tsm;
     assert.ok(hlcToMillis(stamp) <= cluster.clock.now(), 'stamped with its own time, not ten minutes on');
   });
+
+  test('a clear it refused is applied once its stamp comes within reach, not lost', async (t) => {
+    // A refused write comes back through anti-entropy; a clear would not, so it is kept and retried.
+    const cluster = new SimulatedCluster({ members: 2, seed: 43, settings: { pulse: 0 } });
+    await cluster.ready();
+    const skewed = await addSkewedMember(cluster, 90_000); // 90 s ahead: refused for about 30 s
+    t.after(() => shutdownAll(cluster, skewed.node));
+    cluster.run(200);
+    const [a] = cluster.nodes;
+    a!.getCache<string>('c').old = 'written before the clear';
+    cluster.run(100);
+    skewed.node.clearCache('c');
+    cluster.run(1000);
+    assert.equal(a!.getCache<string>('c').old, 'written before the clear', 'refused for now');
+    assert.equal(a!.getLocalMetrics().cluster.dropped['from-future'], 1);
+    cluster.run(31_000);
+    assert.equal(a!.getCache<string>('c').old, undefined, 'applied once within 60 s of our clock');
+  });
 });

@@ -317,6 +317,8 @@ const SEQ_ROTATE_AT = 0xfff0_0000;
 const FLOW_RETRY_MS = 5;
 const CONTROL_REPLAY_WINDOW = 256;
 const EMPTY_FRAME = new Uint8Array(0);
+/** Clears from a clock too far ahead kept for a later try (the oldest is dropped past it). */
+const MAX_FUTURE_CLEARS = 64;
 /** Ranges of missing seqs one NAK asks for (oldest first), and the most a received NAK is read for. */
 const MAX_NAK_RANGES = 64;
 /** Keys anti-entropy tracks while it fetches them or waits for them (see fetchLater), and their characters. */
@@ -813,6 +815,25 @@ export class ClusterEngine implements ReplicationSink {
     return sent;
   }
 
+  /** Clears refused for a stamp too far ahead, tried again on each heartbeat (see dispatch, RST). */
+  private futureClears: Array<{ cache: string | null; tsm: number; writer: number }> = [];
+
+  private applyClear(cache: string | null, tsm: number, writer: number): void {
+    for (const store of this.options.stores.stores()) {
+      if (cache === null || store.name === cache) store.clearBefore(tsm, writer);
+    }
+  }
+
+  /** Applies the refused clears whose stamp our clock has come within reach of. */
+  private retryFutureClears(): void {
+    const waiting = this.futureClears;
+    this.futureClears = [];
+    for (const clear of waiting) {
+      if (this.options.hlc.observe(clear.tsm)) this.applyClear(clear.cache, clear.tsm, clear.writer);
+      else this.futureClears.push(clear);
+    }
+  }
+
   /** Op codes whose oversized control entry was already logged (see sendControl). */
   private readonly warnedTooLarge = new Set<number>();
 
@@ -1143,11 +1164,16 @@ export class ClusterEngine implements ReplicationSink {
         if (kind !== FrameKind.Data) return this.drop('data-on-control');
         if (entry.target !== 0 && entry.target !== this.nodeIdValue) return;
         // A clear stamped more than MAX_CLOCK_SKEW_MS ahead of our clock is refused whole, decided
-        // once here so that every store agrees (observe() then leaves the HLC alone).
-        if (!this.options.hlc.observe(entry.tsm)) return this.drop('from-future');
-        for (const store of this.options.stores.stores()) {
-          if (entry.cache === null || store.name === entry.cache) store.clearBefore(entry.tsm, entry.writer);
+        // once here so that every store agrees (observe() then leaves the HLC alone). Unlike a
+        // write, nothing would repair a lost clear, so it is kept and tried again on the heartbeat
+        // until our clock comes within reach of its stamp.
+        if (!this.options.hlc.observe(entry.tsm)) {
+          this.drop('from-future');
+          if (this.futureClears.length >= MAX_FUTURE_CLEARS) this.futureClears.shift();
+          this.futureClears.push({ cache: entry.cache, tsm: entry.tsm, writer: entry.writer });
+          return;
         }
+        this.applyClear(entry.cache, entry.tsm, entry.writer);
         return;
       case Op.ACK:
         return this.onAck(member, entry);
@@ -1255,6 +1281,7 @@ export class ClusterEngine implements ReplicationSink {
     for (const member of [...this.members.values()]) {
       if (now - member.lastHeard > this.timing.memberTimeoutMs) this.removeMember(member.id, 'timed out');
     }
+    if (this.futureClears.length > 0) this.retryFutureClears();
     this.reassembly.expire((sender, kind, fragmentsHeld) => {
       // The fragments it kept count as received, so no NAK will ask for them again.
       if (kind === FrameKind.Data && this.members.has(sender)) this.lostFromStream(fragmentsHeld);
