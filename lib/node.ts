@@ -43,7 +43,11 @@ export interface NodeOptions {
   transport?: Transport;
   /** Time and timers (default the system's); tests pass a ManualClock to make time deterministic. */
   clock?: Clock;
-  /** A fixed node id (u32, nonzero); default random. */
+  /**
+   * A fixed node id (u32, nonzero); default random, new at every start. Do not reuse one across
+   * restarts: the others remember the seqs they heard from an id that said BYE or (with a key)
+   * timed out, and refuse a restarted process that counts from 1 again under it.
+   */
   nodeId?: number;
   /** Where log lines go (default a winston log built from the logging settings). */
   log?: Log;
