@@ -272,3 +272,33 @@ describe('fragments held before their sender was known', () => {
     await sending.shutdown();
   });
 });
+
+describe('a sealed DATA frame the receiver cannot decode', () => {
+  test('counts as received and is left to anti-entropy, instead of a gap NAKed forever', async () => {
+    // As from a newer version with an op this one does not know: authentic, so resent as it is.
+    const sim = smallestSealed(2, 79, { flowWindowBytes: 16 * 1200 });
+    await sim.ready();
+    sim.run(4500);
+    const [sender, receiver] = [sim.nodes[0]!, sim.nodes[1]!];
+    const engine = sender.engine as unknown as {
+      sendData(message: Uint8Array): number;
+      flush(all: boolean): void;
+    };
+    engine.sendData(Uint8Array.of(0x9f, 0xff)); // not a valid message
+    engine.flush(false);
+    sim.run(100);
+    // More writes than the flow window holds: a stuck gap would close it.
+    const cache = sender.getCache<number>('c');
+    for (let i = 0; i < 200; i++) {
+      cache[`k${i}`] = i;
+      sim.run(2);
+    }
+    assert.notEqual(sim.runUntilConverged('c', 5000), undefined);
+    assert.equal(Object.keys(receiver.getCache('c')).length, 200);
+    const metrics = cluster(receiver);
+    assert.equal(metrics.dropped.decode, 1);
+    assert.equal(metrics.unrecoverable, 1, 'counted, and left to anti-entropy');
+    assert.ok(cluster(sender).retransmits < 5, `not resent over and over: ${cluster(sender).retransmits}`);
+    await sim.shutdown();
+  });
+});
