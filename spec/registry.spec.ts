@@ -7,7 +7,7 @@ import { HybridLogicalClock, ManualClock } from '../lib/clock.js';
 import { type CacheSettings, ConfigError, cacheSettingsOf, DEFAULTS } from '../lib/config.js';
 import { silentLog } from '../lib/log.js';
 
-function makeRegistry(defaults: Partial<CacheSettings> = {}, maxCaches?: number) {
+function makeRegistry(defaults: Partial<CacheSettings> = {}, maxCaches?: number, maxRemoteCaches?: number) {
   const clock = new ManualClock();
   const context: StoreContext = {
     clock,
@@ -17,7 +17,12 @@ function makeRegistry(defaults: Partial<CacheSettings> = {}, maxCaches?: number)
     tombstoneTtlMs: 60_000,
     maxTombstones: 100,
   };
-  const registry = new CacheRegistry(context, { ...cacheSettingsOf(DEFAULTS), ...defaults }, maxCaches);
+  const registry = new CacheRegistry(
+    context,
+    { ...cacheSettingsOf(DEFAULTS), ...defaults },
+    maxCaches,
+    maxRemoteCaches,
+  );
   return { registry, clock };
 }
 
@@ -143,6 +148,18 @@ describe('caches created by remote changes', () => {
     assert.throws(() => registry.storeForRemote('four'), RangeError);
     assert.throws(() => registry.cache('five'), /already holds 3 caches/);
     assert.equal(registry.storeForRemote('two').name, 'two', 'existing caches are still served');
+  });
+
+  test('the network alone can create only so many caches; the ones this process opens do not count', () => {
+    const { registry } = makeRegistry({}, 100, 2);
+    registry.cache('mine');
+    registry.storeForRemote('theirs-1');
+    registry.storeForRemote('theirs-2');
+    assert.throws(() => registry.storeForRemote('theirs-3'), /2 caches that this process has not opened/);
+    registry.cache('theirs-1'); // opened here now: no longer counted against the network's share
+    assert.equal(registry.storeForRemote('theirs-3').name, 'theirs-3');
+    assert.throws(() => registry.storeForRemote('theirs-4'), RangeError);
+    assert.equal(registry.size, 4);
   });
 });
 

@@ -15,6 +15,12 @@ import { CacheStore, type StoreContext } from './store.js';
 export const MAX_CACHE_NAME_LENGTH = 256;
 /** Default bound on the number of caches, so remote traffic cannot create stores without end. */
 export const DEFAULT_MAX_CACHES = 4096;
+/**
+ * Default bound on the caches that remote changes created and this process has not opened itself.
+ * Each may grow to the default `size`, so this bounds what the network alone can make a member hold
+ * (64 x 8 MiB with the defaults); a cache the process opens no longer counts.
+ */
+export const DEFAULT_MAX_REMOTE_CACHES = 64;
 
 const cacheSettingsSchema = settingsSchema.pick({
   ttl: true,
@@ -75,17 +81,21 @@ interface CacheRecord {
 export class CacheRegistry {
   private readonly records = new Map<string, CacheRecord>();
   private readonly maxCaches: number;
+  /** Caches created by remote changes and not opened here (records without a proxy). */
+  private remoteOnly = 0;
 
   /**
    * @param context shared by every store (clock, HLC, node id, log, sink, tombstone bounds).
    * @param defaults per-cache settings for caches opened without options and for caches created
    *   by remote changes.
    * @param maxCaches bound on the number of caches; {@link storeForRemote} refuses beyond it.
+   * @param maxRemoteCaches bound on the caches created by remote changes and not opened here.
    */
   constructor(
     private readonly context: StoreContext,
     private readonly defaults: CacheSettings,
     maxCaches = DEFAULT_MAX_CACHES,
+    private readonly maxRemoteCaches = DEFAULT_MAX_REMOTE_CACHES,
   ) {
     this.maxCaches = maxCaches;
   }
@@ -106,6 +116,7 @@ export class CacheRegistry {
     if (record !== undefined) {
       record.store.applySettings(settings);
       record.proxy = createCacheProxy(record.store);
+      this.remoteOnly--;
       return record.proxy as Cache<V>;
     }
     this.checkRoom(name);
@@ -130,15 +141,22 @@ export class CacheRegistry {
    * cache yet.
    *
    * @throws ConfigError for an invalid name; RangeError when the registry already holds
-   *   `maxCaches` caches. The engine counts these as rejected datagrams.
+   *   `maxCaches` caches, or `maxRemoteCaches` caches that only remote changes created. The engine
+   *   counts these as refused (`dropped.cache-refused`).
    */
   storeForRemote(name: string): CacheStore {
     const existing = this.records.get(name);
     if (existing !== undefined) return existing.store;
     validateCacheName(name);
     this.checkRoom(name);
+    if (this.remoteOnly >= this.maxRemoteCaches) {
+      throw new RangeError(
+        `cannot create cache "${name}" for a remote change: ${this.maxRemoteCaches} caches that this process has not opened already exist`,
+      );
+    }
     const store = new CacheStore(name, { ...this.defaults }, this.context);
     this.records.set(name, { store, proxy: undefined });
+    this.remoteOnly++;
     return store;
   }
 
