@@ -15,7 +15,6 @@ import {
   type EngineCounters,
   type EngineLimits,
   type EngineTiming,
-  nodeIdHex,
 } from './cluster/engine.js';
 import type { LatencySummary } from './cluster/latency.js';
 import {
@@ -30,6 +29,7 @@ import { LazyTransport } from './transport/lazy.js';
 import type { Transport } from './transport/transport.js';
 import { UdpMulticastTransport } from './transport/udp-multicast.js';
 import { UdpUnicastTransport } from './transport/udp-unicast.js';
+import { nodeIdHex } from './wire/frame.js';
 
 /** Options of {@link createNode}. Everything is optional; the defaults make a real UDP member. */
 export interface NodeOptions {

@@ -24,6 +24,7 @@ import {
 } from '../clock.js';
 import type { CacheSettings, CallbackContext } from '../config.js';
 import type { Log } from '../log.js';
+import { nodeIdHex } from '../wire/frame.js';
 import { crcFromHalves, crcHalves, MAX_KEY_LENGTH } from '../wire/ops.js';
 import { crcHex, crcOf, decodeValueAt, encodeValue } from '../wire/value-codec.js';
 import {
@@ -435,7 +436,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
       crc: crcHex(this.crcList[slot]!),
       lkp: this.lkpList[slot]!,
       exp: this.ttlMs > 0 ? hlcToMillis(tsm) + this.ttlMs : null,
-      writer: this.writerList[slot]!.toString(16).padStart(8, '0'),
+      writer: nodeIdHex(this.writerList[slot]!),
       size: this.sizeList[slot]!,
     };
   }
@@ -785,7 +786,7 @@ export class CacheStore<V = unknown> implements CacheStoreApi {
     this.lastFutureWarningAt = now;
     const aheadMs = hlcToMillis(tsm) - now;
     log.warn(
-      `cache "${this.name}": refused a remote change from node ${writer.toString(16).padStart(8, '0')} ` +
+      `cache "${this.name}": refused a remote change from node ${nodeIdHex(writer)} ` +
         `stamped ${(aheadMs / 1000).toFixed(1)} s ahead of this clock (at most ${MAX_CLOCK_SKEW_MS / 1000} s ` +
         "are accepted): is that member's clock wrong?",
       { writer, tsm, aheadMs, refused: this.remoteFromFuture },

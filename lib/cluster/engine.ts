@@ -28,6 +28,7 @@ import {
   FrameKind,
   MAX_MESSAGE_BYTES,
   MIN_MTU,
+  nodeIdHex,
   peekSender,
 } from '../wire/frame.js';
 import { crcHalves, DecodedMessage, decodeMessage, type Entry, encodeEntry, Op } from '../wire/ops.js';
@@ -304,11 +305,6 @@ interface PendingQuery {
   results: Record<string, unknown>;
   resolve: (results: Record<string, unknown>) => void;
   timer: TimerHandle;
-}
-
-/** Hex form of a node id, as used in results keyed by node. */
-export function nodeIdHex(id: number): string {
-  return id.toString(16).padStart(8, '0');
 }
 
 /** Seqs are u32 on the wire; well before wrapping, a member takes a fresh identity. */

@@ -122,6 +122,11 @@ export function maxFragmentPayload(mtu: number, sealed: boolean): number {
   return innerBudget - INNER_HEADER_BYTES;
 }
 
+/** Hex form of a node id (8 digits), as shown in metadata, logs and results keyed by node. */
+export function nodeIdHex(id: number): string {
+  return id.toString(16).padStart(8, '0');
+}
+
 /** Sender id from a datagram's routing prefix, read without any check but the length. */
 export function peekSender(datagram: Uint8Array): number | undefined {
   if (datagram.length < PREFIX_BYTES) return undefined;
