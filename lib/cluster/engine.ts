@@ -512,11 +512,7 @@ export class ClusterEngine implements ReplicationSink {
   /** Clears a cache (or all) on every member, this one included, by a reliable RST. */
   clearCache(cache: string | null, target: number): void {
     const tsm = this.options.hlc.tick();
-    if (target === 0 || target === this.nodeIdValue) {
-      for (const store of this.options.stores.stores()) {
-        if (cache === null || store.name === cache) store.clearBefore(tsm, this.nodeIdValue);
-      }
-    }
+    if (target === 0 || target === this.nodeIdValue) this.applyClear(cache, tsm, this.nodeIdValue);
     if (target !== this.nodeIdValue) {
       this.enqueueOther({ op: Op.RST, cache, tsm, writer: this.nodeIdValue, target });
     }
@@ -588,10 +584,10 @@ export class ClusterEngine implements ReplicationSink {
   }
 
   /**
-   * True (and counted) when the send queue has no room left for another answer: checked before
-   * computing one, since a checksum of a large cache costs time in proportion to its size.
+   * True (and counted) when the queue of replies and clears has no room left: checked before an
+   * answer is computed, since a checksum of a large cache costs time in proportion to its size.
    */
-  private answersFull(): boolean {
+  private otherQueueFull(): boolean {
     if (
       this.pendingOther.length < this.limits.maxQueuedOther &&
       this.pendingOtherBytes < this.limits.maxQueuedOtherBytes
@@ -605,10 +601,7 @@ export class ClusterEngine implements ReplicationSink {
   private enqueueOther(entry: Entry): void {
     // Encoded now, so that the queue is bounded by what it really holds: one checksum answer for a
     // large cache can take megabytes, and any member (anyone, without a key) may ask.
-    if (this.pendingOther.length >= this.limits.maxQueuedOther) {
-      this.counters.queueDropped++;
-      return;
-    }
+    if (this.otherQueueFull()) return;
     const bytes = this.encodeOrCount(entry);
     if (!bytes) return;
     if (this.pendingOtherBytes + bytes.length > this.limits.maxQueuedOtherBytes) {
@@ -1203,14 +1196,14 @@ export class ClusterEngine implements ReplicationSink {
         return;
       case Op.INQ:
         if (entry.target === 0 || entry.target === this.nodeIdValue) {
-          if (this.answersFull()) return;
+          if (this.otherQueueFull()) return;
           const result = this.options.answers.checksum(entry.cache, entry.key);
           this.enqueueOther({ op: Op.CHK, requestId: entry.requestId, target: member.id, result });
         }
         return;
       case Op.MET:
         if (entry.target === 0 || entry.target === this.nodeIdValue) {
-          if (this.answersFull()) return;
+          if (this.otherQueueFull()) return;
           const result = this.options.answers.metrics(entry.cache);
           this.enqueueOther({ op: Op.MTR, requestId: entry.requestId, target: member.id, result });
         }
@@ -1368,10 +1361,7 @@ export class ClusterEngine implements ReplicationSink {
     ) {
       // First contact, or our view of its stream is far off (we fell behind, or a corrupt frame
       // misled us): restart from the sender's own account and let anti-entropy fill the gap.
-      if (window) {
-        this.counters.unrecoverable += Math.max(0, entry.highestSeq - window.contiguous);
-        this.scheduleSync();
-      }
+      if (window) this.lostFromStream(Math.max(0, entry.highestSeq - window.contiguous));
       window = new ReceiveWindow(entry.highestSeq, span);
       member.window = window;
       member.streamSince = this.options.clock.now();
@@ -1380,9 +1370,7 @@ export class ClusterEngine implements ReplicationSink {
     current.noteHighest(entry.highestSeq);
     if (current.contiguous < entry.lowestRetained - 1 && entry.lowestRetained - 1 <= entry.highestSeq) {
       // The sender no longer holds what we miss: give up on it and let anti-entropy repair.
-      this.counters.unrecoverable += current.skipTo(entry.lowestRetained - 1);
-      member.streamSince = this.options.clock.now();
-      this.scheduleSync();
+      this.gaveUpOn(member, current.skipTo(entry.lowestRetained - 1));
     }
     this.watchGaps(member);
     for (const [node, contiguous] of entry.received) {
@@ -1403,6 +1391,12 @@ export class ClusterEngine implements ReplicationSink {
     this.scheduleSync();
   }
 
+  /** We skipped `seqs` of a member's stream: lost to it, and its stream is complete from now on. */
+  private gaveUpOn(member: Member, seqs: number): void {
+    this.lostFromStream(seqs);
+    member.streamSince = this.options.clock.now();
+  }
+
   /** Frees retransmit frames every live member has received. */
   private releaseStable(): void {
     let stable = this.sentThrough;
@@ -1415,9 +1409,7 @@ export class ClusterEngine implements ReplicationSink {
     const window = member.window;
     if (!window) return;
     if (window.overflowing) {
-      this.counters.unrecoverable += window.skipTo(window.highest - this.limits.maxWindowSpan);
-      member.streamSince = this.options.clock.now();
-      this.scheduleSync();
+      this.gaveUpOn(member, window.skipTo(window.highest - this.limits.maxWindowSpan));
     }
     if (window.hasGaps && !this.nakScheduled) {
       this.nakScheduled = true;
@@ -1432,9 +1424,9 @@ export class ClusterEngine implements ReplicationSink {
 
   private sendNaks(): void {
     const naks: Entry[] = [];
+    const ranges = Math.min(MAX_NAK_RANGES, this.pairsPerControlEntry());
     for (const member of this.members.values()) {
       if (!member.window?.hasGaps) continue;
-      const ranges = Math.min(MAX_NAK_RANGES, this.pairsPerControlEntry());
       naks.push({ op: Op.NAK, target: member.id, missing: member.window.missing(ranges) });
     }
     if (naks.length === 0) return;
@@ -1458,10 +1450,12 @@ export class ClusterEngine implements ReplicationSink {
     // within its window span, so a NAK asking for more (overlapping ranges over the whole buffer,
     // all in holdoff) is cut short rather than walked.
     let examine = this.limits.maxWindowSpan;
+    const sentThrough = this.sentThrough;
+    const lowest = this.retransmit.lowestRetained(sentThrough + 1);
     for (let i = 0; i < missing.length && i < MAX_NAK_RANGES; i++) {
       const [first, last] = missing[i]!;
-      const from = Math.max(first, this.retransmit.lowestRetained(this.sentThrough + 1));
-      const to = Math.min(last, this.sentThrough);
+      const from = Math.max(first, lowest);
+      const to = Math.min(last, sentThrough);
       for (let seq = from; seq <= to && budget > 0 && examine > 0; seq++) {
         examine--;
         const frame = this.retransmit.get(seq);
@@ -1492,7 +1486,8 @@ export class ClusterEngine implements ReplicationSink {
 
   private removeMember(id: number, why: 'left' | 'timed out'): void {
     const member = this.members.get(id);
-    if (!member || !this.members.delete(id)) return;
+    if (!member) return;
+    this.members.delete(id);
     if (why === 'timed out' && this.fernet) {
       this.silentFloors.delete(id);
       this.silentFloors.set(id, { control: member.controlHighest, data: member.window?.highest ?? 0 });
