@@ -205,22 +205,22 @@ const flag = () =>
     z.boolean({ error: 'expected true or false (or 1 or 0)' }),
   );
 
-function isPeerEntry(entry: string): boolean {
-  const match = /^([A-Za-z0-9._-]+):(\d{1,5})$/.exec(entry);
-  if (!match) return false;
-  const [, host, port] = match;
-  const looksNumeric = /^[\d.]+$/.test(host!);
-  return Number(port) >= 1 && Number(port) <= 65535 && (!looksNumeric || isIPv4(host!));
-}
-
-const UNICAST_BIND_EXPECTED = 'expected address:port, such as 0.0.0.0:4000';
-
-/** A UDP port as text: digits only, 1-65535. */
+/** What is wrong with a UDP port given as text (digits only, 1-65535), or undefined. */
 function portProblem(port: string): string | undefined {
   if (!/^\d+$/.test(port)) return `port ${JSON.stringify(port)} is not a number from 1 to 65535`;
   if (Number(port) < 1 || Number(port) > 65535) return `port ${port} is out of range 1-65535`;
   return undefined;
 }
+
+function isPeerEntry(entry: string): boolean {
+  const match = /^([A-Za-z0-9._-]+):(\d{1,5})$/.exec(entry);
+  if (!match) return false;
+  const [, host, port] = match;
+  const looksNumeric = /^[\d.]+$/.test(host!);
+  return portProblem(port!) === undefined && (!looksNumeric || isIPv4(host!));
+}
+
+const UNICAST_BIND_EXPECTED = 'expected address:port, such as 0.0.0.0:4000';
 
 /** What is wrong with an MCCACHE_UNICAST_BIND value (IPv4 address:port), or undefined; '' means the default. */
 function unicastBindProblem(value: string): string | undefined {
